@@ -1,0 +1,73 @@
+"""`lifecycle STAGE --task T`: the command line dvc.yaml runs. Exit code 2 for bad configuration or data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lifecycle.runtime import configure_environment, configure_logging
+
+STAGES = ("collect", "validate", "split", "train", "evaluate")
+
+
+def stage_function(stage: str) -> Callable[..., Any]:
+    from importlib import import_module
+
+    return getattr(import_module(f"lifecycle.stages.{stage}"), stage)
+
+
+def run_stage(stage: str, task_name: str, params_path: Path, root: Path) -> Any:
+    """Load and validate params, then run one stage for one task."""
+    from lifecycle.config import load_params
+    from lifecycle.paths import TaskPaths
+    from lifecycle.tasks import get_task
+
+    params = load_params(params_path)
+    task = get_task(task_name)(params.task(task_name))
+    return stage_function(stage)(task, TaskPaths(root, task_name))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lifecycle", description=__doc__)
+    parser.add_argument("--log-level", default="INFO")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for stage in STAGES:
+        sub = commands.add_parser(stage, help=stage_function.__doc__ and f"run the {stage} stage")
+        sub.add_argument("--task", required=True, help="a registered task, e.g. classify")
+        sub.add_argument("--params", type=Path, default=Path("params.yaml"))
+        sub.add_argument("--root", type=Path, default=Path("."), help="project root (default: current directory)")
+    commands.add_parser("tasks", help="list the registered tasks")
+    check = commands.add_parser("check-params", help="validate params.yaml and exit")
+    check.add_argument("--params", type=Path, default=Path("params.yaml"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_environment(getattr(args, "root", None))
+    configure_logging(args.log_level)
+    from lifecycle.config import ConfigError, load_params
+    from lifecycle.stages.split import SplitLeakError
+    from lifecycle.stages.validate import DataValidationError
+    from lifecycle.tasks import list_tasks
+
+    try:
+        if args.command == "tasks":
+            print("\n".join(list_tasks()))
+        elif args.command == "check-params":
+            print(f"{args.params}: ok, tasks {load_params(args.params).tasks}")
+        else:
+            result = run_stage(args.command, args.task, args.params, args.root.resolve())
+            print(json.dumps(result.__dict__ if hasattr(result, "__dict__") else result, indent=2, default=str))
+    except (ConfigError, DataValidationError, SplitLeakError, KeyError, FileNotFoundError, ValueError) as e:
+        print(f"lifecycle {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""The trained-model file: weights plus everything needed to rebuild the task and its model from it alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lifecycle.atomic import atomic_path
+from lifecycle.config import task_schema
+from lifecycle.tasks import Task, get_task
+
+
+def save_model(path: Path, task: Task, state_dict: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
+    payload = {
+        "task": task.name,
+        "config": task.cfg.model_dump(mode="json", by_alias=True),
+        "state_dict": state_dict,
+        "info": info,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[Task, nn.Module, dict[str, Any]]:
+    """(task, model in eval mode, info) from a model file; loads tensors only (`weights_only=True`)."""
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no trained model at {path}; run the train stage first") from None
+    task = get_task(payload["task"])(task_schema(payload["task"]).model_validate(payload["config"]))
+    model = task.build_model()
+    model.load_state_dict(payload["state_dict"])
+    return task, model.to(device).eval(), payload["info"]

@@ -1,0 +1,53 @@
+"""Where each stage reads and writes, for one task. The single place that knows the repository layout."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class TaskPaths:
+    root: Path
+    task: str
+
+    @property
+    def incoming(self) -> Path:
+        """The landing zone: new labeled data dropped here is collected on the next run."""
+        return self.root / "data" / "incoming" / self.task
+
+    @property
+    def raw(self) -> Path:
+        return self.root / "data" / "raw" / self.task
+
+    @property
+    def raw_manifest(self) -> Path:
+        return self.raw / "manifest.jsonl"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.raw / "quarantine.jsonl"
+
+    @property
+    def prepared(self) -> Path:
+        return self.root / "data" / "prepared" / self.task
+
+    @property
+    def split_manifest(self) -> Path:
+        return self.prepared / "manifest.jsonl"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models" / self.task
+
+    @property
+    def model(self) -> Path:
+        return self.models / "model.pt"
+
+    @property
+    def checkpoint(self) -> Path:
+        """Resume state of the training run in progress; not a DVC output, so DVC never deletes it."""
+        return self.models / "checkpoint.pt"
+
+    def reports(self, stage: str) -> Path:
+        return self.root / "reports" / self.task / stage

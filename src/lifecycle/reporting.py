@@ -1,0 +1,45 @@
+"""Human-readable summaries of a task's latest run, for the flow's artifact and the terminal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from lifecycle.paths import TaskPaths
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def run_summary(paths: TaskPaths) -> dict[str, Any]:
+    """Test metrics, training facts and where each report is."""
+    return {
+        "task": paths.task,
+        "test": read_json(paths.reports("evaluate") / "metrics.json"),
+        "train": read_json(paths.reports("train") / "summary.json"),
+        "data": read_json(paths.reports("split") / "summary.json"),
+        "reports": {
+            "data_docs": paths.reports("validate") / "data_docs" / "index.html",
+            "augmented_samples": paths.reports("train") / "augmented.png",
+            "training_curves": paths.reports("train") / "live" / "plots" / "metrics",
+            "evaluation_figures": paths.reports("evaluate") / "figures",
+            "model": paths.model,
+        },
+    }
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    test, train, data = summary["test"], summary["train"], summary["data"]
+    primary = test.get("primary_metric", "")
+    rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in test.items() if isinstance(v, float))
+    links = "\n".join(f"- {name.replace('_', ' ')}: `{path}`" for name, path in summary["reports"].items())
+    return (
+        f"# {summary['task']}: test {primary} {test.get(primary, float('nan')):.4f}\n\n"
+        f"| test metric | value |\n|---|---|\n{rows}\n\n"
+        f"Data: {data.get('train', '?')} train / {data.get('val', '?')} val / {data.get('test', '?')} test samples. "
+        f"Training: {train.get('epochs_run', '?')} epochs on {train.get('device', '?')} ({train.get('precision', '?')}), "
+        f"best epoch {train.get('best_epoch', '?')}, {train.get('samples_per_second', 0):.0f} samples/s.\n\n"
+        f"Reports:\n{links}\n"
+    )

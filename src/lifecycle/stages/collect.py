@@ -1,0 +1,105 @@
+"""Collect: store every new sample of the task's sources in the raw, content-addressed, append-only store.
+
+Raw data is never rewritten: a sample is stored once under its SHA-256 and its manifest row never changes.
+Anything unusable (unreadable, unlabeled, unknown label, conflicting label) goes to the quarantine with
+its reason and a copy of its bytes, so nothing disappears silently."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from lifecycle.atomic import read_jsonl, write_bytes, write_json, write_jsonl
+from lifecycle.paths import TaskPaths
+from lifecycle.tasks.base import InvalidSample, RawSample, Rejected, Task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CollectSummary:
+    samples: int
+    new: int
+    quarantined: int
+    new_quarantined: int
+    by_source: dict[str, int]
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def collect(task: Task, paths: TaskPaths) -> CollectSummary:
+    manifest = {row["sample_id"]: row for row in read_jsonl(paths.raw_manifest)}
+    quarantine = read_jsonl(paths.quarantine)
+    quarantined_keys = {(q["sha256"], q["origin"], q["reason"]) for q in quarantine}
+    new = 0
+    new_quarantined = 0
+
+    def reject(candidate: Rejected) -> None:
+        nonlocal new_quarantined
+        digest = sha256(candidate.data) if candidate.data is not None else ""
+        key = (digest, candidate.origin, candidate.reason)
+        if key in quarantined_keys:
+            return
+        stored = None
+        if candidate.data is not None:
+            stored = f"quarantine/{digest}{candidate.suffix}"
+            if not (paths.raw / stored).exists():
+                write_bytes(paths.raw / stored, candidate.data)
+        quarantine.append({"sha256": digest, "origin": candidate.origin, "source": candidate.source,
+                           "reason": candidate.reason, "path": stored})  # fmt: skip
+        quarantined_keys.add(key)
+        new_quarantined += 1
+        log.warning("quarantined %s: %s", candidate.origin, candidate.reason)
+
+    for candidate in task.collect(paths.incoming):
+        if isinstance(candidate, Rejected):
+            reject(candidate)
+            continue
+        digest = sha256(candidate.data)
+        known = manifest.get(digest)
+        if known is not None:
+            if known["label"] != candidate.label:
+                reject(_as_rejected(candidate, f"conflicting label {candidate.label!r}: the same content was "
+                                               f"collected earlier as {known['label']!r} from {known['origin']}"))  # fmt: skip
+            continue
+        try:
+            meta = task.inspect(candidate.data, candidate.label)
+        except InvalidSample as e:
+            reject(_as_rejected(candidate, str(e)))
+            continue
+        relative = f"samples/{digest[:2]}/{digest}{candidate.suffix}"
+        if not (paths.raw / relative).exists():
+            write_bytes(paths.raw / relative, candidate.data)
+        manifest[digest] = _row(digest, relative, candidate, meta)
+        new += 1
+
+    # The data files are written first and the manifests last, each atomically: an interrupted collect
+    # leaves at most unreferenced sample files, which the next run adopts.
+    write_jsonl(paths.raw_manifest, manifest.values())
+    write_jsonl(paths.quarantine, quarantine)
+    by_source: dict[str, int] = {}
+    for row in manifest.values():
+        by_source[row["source"]] = by_source.get(row["source"], 0) + 1
+    summary = CollectSummary(len(manifest), new, len(quarantine), new_quarantined, by_source)
+    write_json(paths.reports("collect") / "summary.json", summary.__dict__)
+    return summary
+
+
+def _as_rejected(candidate: RawSample, reason: str) -> Rejected:
+    return Rejected(candidate.source, candidate.origin, reason, candidate.data, candidate.suffix)
+
+
+def _row(digest: str, relative: str, candidate: RawSample, meta: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "sample_id": digest,
+        "path": relative,
+        "label": candidate.label,
+        "source": candidate.source,
+        "origin": candidate.origin,
+        "group": candidate.group,
+        **meta,
+    }

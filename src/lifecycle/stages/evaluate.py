@@ -1,0 +1,50 @@
+"""Evaluate: the trained model's metrics on the test split, its predictions, and the task's pictures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from lifecycle.atomic import write_json, write_jsonl
+from lifecycle.data import ManifestDataset, make_loader, rows_of_split
+from lifecycle.models import load_model
+from lifecycle.paths import TaskPaths
+from lifecycle.tasks.base import Task
+from lifecycle.trainer import AmpStep, resolve_device, resolve_precision, run_eval
+
+
+def metric_values(task: Task, values: dict[str, torch.Tensor]) -> tuple[dict[str, float], dict[str, Any]]:
+    """Split computed metrics into scalars and per-class tables keyed by class name."""
+    classes = task.label_set()
+    scalars, per_class = {}, {}
+    for name, value in values.items():
+        if value.numel() == 1:
+            scalars[name] = float(value)
+        elif classes is not None and value.numel() == len(classes):
+            per_class[name.removeprefix("per_class_")] = dict(zip(classes, value.tolist()))
+        else:
+            per_class[name] = value.tolist()
+    return scalars, per_class
+
+
+def evaluate(task: Task, paths: TaskPaths) -> dict[str, Any]:
+    device = resolve_device(task.cfg.train.device)
+    # The model file carries the task config it was trained with: its preprocessing is the one to use.
+    model_task, model, _ = load_model(paths.model, device)
+    rows = rows_of_split(paths.split_manifest, "test")
+    loader = make_loader(task, ManifestDataset(model_task, rows, paths.raw, train=False), task.cfg.evaluate.batch_size,
+                         shuffle=False)  # fmt: skip
+    amp = AmpStep(device, resolve_precision(task.cfg.train.precision, device))
+    loss, values, outputs = run_eval(model_task, model, loader, device, amp)
+    predictions = [p for batch in outputs for p in model_task.predict(batch)]
+    scalars, per_class = metric_values(model_task, values)
+    out_dir = paths.reports("evaluate")
+    extra = model_task.report(predictions, [row["label"] for row in rows], out_dir / "figures")
+    metrics = {**scalars, **extra, "loss": loss, "test_samples": len(rows), "primary_metric": task.primary_metric}
+    write_jsonl(out_dir / "predictions.jsonl", (
+        {"sample_id": row["sample_id"], "truth": row["label"], "prediction": pred} for row, pred in zip(rows, predictions)
+    ))
+    write_json(out_dir / "per_class.json", per_class)
+    write_json(out_dir / "metrics.json", metrics)
+    return metrics

@@ -1,0 +1,59 @@
+"""Split: assign train/val/test from a hash of each sample's split unit (its content hash, or its group),
+so adding data never moves an existing sample to another split."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, defaultdict
+from typing import Any
+
+from lifecycle.atomic import read_jsonl, write_json, write_jsonl
+from lifecycle.config import SplitConfig
+from lifecycle.data import SPLITS
+from lifecycle.paths import TaskPaths
+from lifecycle.tasks.base import Task
+
+
+class SplitLeakError(RuntimeError):
+    """Identical content (or one group) landed in more than one split."""
+
+
+def split_of(key: str, cfg: SplitConfig) -> str:
+    """A deterministic split for a key: its hash, read as a number in [0, 1), against the cumulative ratios."""
+    position = int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:15], 16) / 16**15
+    if position < cfg.train:
+        return "train"
+    return "val" if position < cfg.train + cfg.val else "test"
+
+
+def assign_splits(rows: list[dict[str, Any]], cfg: SplitConfig) -> list[dict[str, Any]]:
+    return [{**row, "split": split_of(row.get("group") or row["sample_id"], cfg)} for row in rows]
+
+
+def check_no_leak(rows: list[dict[str, Any]]) -> None:
+    for key in ("sample_id", "group"):
+        splits_of: dict[str, set[str]] = defaultdict(set)
+        for row in rows:
+            if row.get(key) is not None:
+                splits_of[row[key]].add(row["split"])
+        leaks = {k: sorted(s) for k, s in splits_of.items() if len(s) > 1}
+        if leaks:
+            examples = ", ".join(f"{k[:16]} in {v}" for k, v in list(leaks.items())[:5])
+            raise SplitLeakError(f"{len(leaks)} {key}(s) landed in more than one split: {examples}")
+
+
+def split(task: Task, paths: TaskPaths) -> dict[str, Any]:
+    rows = assign_splits(read_jsonl(paths.raw_manifest), task.cfg.split)
+    check_no_leak(rows)
+    counts = Counter(row["split"] for row in rows)
+    empty = [s for s in SPLITS if counts[s] == 0]
+    if empty:
+        raise ValueError(f"split(s) {empty} would be empty with {len(rows)} samples; collect more data")
+    write_jsonl(paths.split_manifest, rows)
+    summary: dict[str, Any] = {"samples": len(rows), **{s: counts[s] for s in SPLITS}}
+    if task.label_set() is not None:
+        summary["classes"] = {
+            s: dict(sorted(Counter(task.class_of(r["label"]) for r in rows if r["split"] == s).items())) for s in SPLITS
+        }
+    write_json(paths.reports("split") / "summary.json", summary)
+    return summary

@@ -1,0 +1,81 @@
+"""Train: fit the task's model on the train split, early-stopping on the validation split."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+from lifecycle.atomic import write_json
+from lifecycle.data import ManifestDataset, make_loader, rows_of_split
+from lifecycle.models import save_model
+from lifecycle.paths import TaskPaths
+from lifecycle.tasks.base import Task
+from lifecycle.trainer import EpochLog, Trainer
+
+log = logging.getLogger(__name__)
+PREVIEW_SAMPLES = 32
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def run_fingerprint(task: Task, paths: TaskPaths) -> str:
+    """Identifies a training run: the task's whole config and the exact split manifest."""
+    digest = hashlib.sha256(json.dumps(task.cfg.model_dump(mode="json"), sort_keys=True).encode())
+    digest.update(paths.split_manifest.read_bytes())
+    return digest.hexdigest()
+
+
+def train(task: Task, paths: TaskPaths) -> dict[str, Any]:
+    from dvclive import Live
+
+    cfg = task.cfg.train
+    seed_everything(cfg.seed)
+    train_set = ManifestDataset(task, rows_of_split(paths.split_manifest, "train"), paths.raw, train=True)
+    val_set = ManifestDataset(task, rows_of_split(paths.split_manifest, "val"), paths.raw, train=False)
+    train_loader = make_loader(task, train_set, cfg.batch_size, shuffle=True, num_workers=cfg.num_workers, seed=cfg.seed)
+    val_loader = make_loader(task, val_set, task.cfg.evaluate.batch_size, shuffle=False, num_workers=cfg.num_workers)
+    model = task.build_model()
+    report_dir = paths.reports("train")
+    with torch.random.fork_rng():  # the preview must not shift the training run's random stream
+        task.preview([train_set[i] for i in range(min(PREVIEW_SAMPLES, len(train_set)))], report_dir / "augmented.png")
+
+    trainer = Trainer(task, cfg, paths.checkpoint, run_fingerprint(task, paths))
+    with Live(dir=str(report_dir / "live"), save_dvc_exp=False, dvcyaml=None) as live:
+
+        def log_epoch(entry: EpochLog) -> None:
+            live.step = entry.epoch - 1
+            live.log_metric("train/loss", entry.train_loss)
+            live.log_metric("val/loss", entry.val_loss)
+            for name, value in entry.val_metrics.items():
+                live.log_metric(f"val/{name}", value)
+            live.log_metric("lr", entry.lr)
+            live.log_metric("samples_per_second", entry.samples_per_second)
+            live.make_summary()
+
+        result = trainer.fit(model, train_loader, val_loader, on_epoch=log_epoch)
+
+    summary = {
+        f"best_val_{task.primary_metric}": result.best_metric,
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "stopped_early": result.stopped_early,
+        "resumed_from_epoch": result.resumed_from_epoch,
+        "device": result.device,
+        "precision": result.precision,
+        "train_samples": len(train_set),
+        "val_samples": len(val_set),
+        "samples_per_second": float(np.median([h.samples_per_second for h in result.history])),
+    }
+    save_model(paths.model, task, result.best_state_dict, {**summary, "primary_metric": task.primary_metric})
+    write_json(report_dir / "summary.json", summary)
+    return summary

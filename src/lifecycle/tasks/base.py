@@ -1,0 +1,135 @@
+"""The task interface: everything that differs between image classification, detection, OCR and speech
+recognition lives behind these hooks; stages, trainer, service and monitor only call them.
+
+A label is any JSON value, so one manifest format carries every task:
+  classify  "7"
+  detect    {"boxes": [[x0, y0, x1, y1], ...], "labels": ["3", ...], "mask": <COCO RLE of the class map>}
+  ocr       "Invoice 2024-03-01"
+  asr       "call nine one one"
+A sample's input is one stored file (image or audio bytes, kept unchanged); `group` names what must stay on
+one side of the split (a font family for OCR, a speaker for ASR, a source digit for detection scenes).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel
+from torch import nn
+from torchmetrics import MetricCollection
+
+Label = Any  # JSON-serialisable
+Batch = tuple[Any, Any]  # (inputs, targets), each a tensor or a structure of tensors
+
+
+@dataclass(frozen=True)
+class RawSample:
+    """A sample a source produced, before the collect stage stores it."""
+
+    data: bytes
+    suffix: str  # file extension of the stored input, e.g. ".png", ".wav"
+    label: Label
+    source: str  # "embedded", "folder", "incoming", ...
+    origin: str  # where exactly it came from: a file path, a dataset index
+    group: str | None = None  # split unit; None means the content hash
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A candidate sample that cannot be used; it goes to the quarantine with its reason."""
+
+    source: str
+    origin: str
+    reason: str
+    data: bytes | None = None
+    suffix: str = ""
+
+
+class InvalidSample(ValueError):
+    """Raised by `Task.inspect` with the reason a sample is unusable."""
+
+
+class Task(ABC):
+    """One task family. Subclasses set the class attributes and fill the hooks; `cfg` is the task's
+    validated section of params.yaml (collect, validate, split, model, train, evaluate)."""
+
+    name: ClassVar[str]
+    primary_metric: ClassVar[str]
+    higher_is_better: ClassVar[bool] = True
+    CollectConfig: ClassVar[type[BaseModel]]
+    ModelConfig: ClassVar[type[BaseModel]]
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+
+    # ---- data -------------------------------------------------------------------------------------
+    @abstractmethod
+    def collect(self, incoming: Path) -> Iterator[RawSample | Rejected]:
+        """Every candidate from the configured sources and the landing zone `incoming`."""
+
+    @abstractmethod
+    def inspect(self, data: bytes, label: Label) -> dict[str, Any]:
+        """Manifest columns describing one sample (e.g. width, height, duration); raise InvalidSample."""
+
+    def label_set(self) -> list[str] | None:
+        """The allowed class names, when labels are classes (used by validation); None otherwise."""
+        return None
+
+    def class_of(self, label: Label) -> str | None:
+        """The label's class for balance checks (e.g. the label itself, or None when not a class)."""
+        return None
+
+    # ---- model inputs -----------------------------------------------------------------------------
+    @abstractmethod
+    def load_input(self, path: Path) -> torch.Tensor:
+        """Decode a stored sample file into the tensor the transforms take."""
+
+    @abstractmethod
+    def encode_target(self, label: Label) -> Any:
+        """The training target for a manifest label."""
+
+    @abstractmethod
+    def transform(self, train: bool) -> Callable[[torch.Tensor, Any], tuple[Any, Any]]:
+        """(input, target) -> (model input, target). Training applies `cfg.train.augment`; evaluation and
+        serving call the same function with train=False, so preprocessing has one implementation."""
+
+    def collate(self, items: Sequence[tuple[Any, Any]]) -> Batch:
+        inputs, targets = zip(*items)
+        return torch.stack(inputs), torch.as_tensor(targets)
+
+    # ---- model ------------------------------------------------------------------------------------
+    @abstractmethod
+    def build_model(self) -> nn.Module:
+        """A freshly initialised model from `cfg.model`."""
+
+    def forward(self, model: nn.Module, inputs: Any) -> Any:
+        return model(inputs)
+
+    @abstractmethod
+    def loss(self, outputs: Any, targets: Any) -> torch.Tensor:
+        """A scalar training loss."""
+
+    @abstractmethod
+    def metrics(self) -> MetricCollection:
+        """torchmetrics, updated with (outputs, targets); must contain `primary_metric`."""
+
+    # ---- predictions ------------------------------------------------------------------------------
+    @abstractmethod
+    def predict(self, outputs: Any) -> list[dict[str, Any]]:
+        """Post-process a batch of model outputs into one JSON-serialisable prediction per input."""
+
+    @abstractmethod
+    def descriptors(self, raw_input: torch.Tensor) -> dict[str, float]:
+        """Per-sample numbers for drift monitoring, from the decoded (untransformed) input. Stable keys."""
+
+    def report(self, predictions: list[dict[str, Any]], labels: list[Label], out_dir: Path) -> dict[str, Any]:
+        """Write task-specific evaluation pictures and plot data under `out_dir`; return extra metrics."""
+        return {}
+
+    def preview(self, samples: Sequence[tuple[torch.Tensor, Any]], path: Path) -> None:
+        """Draw a grid of augmented training samples to `path` (PNG)."""

@@ -1,0 +1,292 @@
+"""The one generic training loop. The task fills the hooks (model, loss, metrics); this module owns the
+device, mixed precision, the optimiser step, early stopping and resumable checkpoints."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from lifecycle.config import TrainConfig
+from lifecycle.tasks.base import Task
+
+log = logging.getLogger(__name__)
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"train.device is '{spec}' but CUDA is not available on this machine")
+    return device
+
+
+def cpu_has_native_bf16() -> bool:
+    return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_precision(spec: str, device: torch.device) -> str:
+    """'auto' picks bf16 where the hardware runs it natively, fp16 on CUDA without bf16, else fp32."""
+    if spec == "fp16" and device.type != "cuda":
+        raise ValueError("train.precision 'fp16' needs CUDA; use 'bf16' (autocast) or 'fp32' on CPU")
+    if spec != "auto":
+        return spec
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+def to_device(obj: Any, device: torch.device) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, Mapping):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_device(v, device) for v in obj)
+    return obj
+
+
+class AmpStep:
+    """Autocast for the forward pass, and the optimiser step: scale -> backward -> unscale -> clip -> step ->
+    update. The gradient scaler is only active for fp16; its state travels in the checkpoint."""
+
+    def __init__(self, device: torch.device, precision: str, grad_clip: float | None = None) -> None:
+        self.device_type = device.type
+        self.dtype = AUTOCAST_DTYPES.get(precision)
+        self.grad_clip = grad_clip
+        self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device_type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None)
+
+    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, params: Iterable[nn.Parameter]) -> None:
+        self.scaler.scale(loss).backward()
+        if self.grad_clip is not None:
+            self.scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(params, self.grad_clip)
+        self.scaler.step(optimizer)
+        self.scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]  # biases and norm weights are not decayed
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    total = cfg.epochs * steps_per_epoch
+    if cfg.scheduler == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total, pct_start=0.25)
+    if cfg.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write a checkpoint atomically: a crash mid-write leaves the previous checkpoint intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@dataclass
+class EpochLog:
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_metrics: dict[str, float]
+    samples_per_second: float
+    lr: float
+
+
+@dataclass
+class FitResult:
+    best_metric: float
+    best_epoch: int
+    epochs_run: int
+    stopped_early: bool
+    resumed_from_epoch: int
+    device: str
+    precision: str
+    history: list[EpochLog] = field(default_factory=list)
+    best_state_dict: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def scalar_metrics(values: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """The scalar entries of a computed MetricCollection (per-class vectors are left out)."""
+    return {k: float(v) for k, v in values.items() if v.numel() == 1}
+
+
+@torch.no_grad()
+def run_eval(
+    task: Task, model: nn.Module, loader: DataLoader, device: torch.device, amp: AmpStep
+) -> tuple[float, dict[str, torch.Tensor], list[Any]]:
+    """Mean loss, computed metrics and the raw outputs (on CPU) over a loader."""
+    model.eval()
+    metrics = task.metrics().to(device)
+    total_loss, count, outputs_all = 0.0, 0, []
+    for inputs, targets in loader:
+        inputs, targets = to_device(inputs, device), to_device(targets, device)
+        with amp.autocast():
+            outputs = task.forward(model, inputs)
+        total_loss += float(task.loss(outputs, targets)) * len(targets)
+        count += len(targets)
+        metrics.update(outputs.float() if isinstance(outputs, torch.Tensor) else outputs, targets)
+        outputs_all.append(to_device(outputs, torch.device("cpu")))
+    return total_loss / max(count, 1), metrics.compute(), outputs_all
+
+
+def train_one_epoch(
+    task: Task, model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, scheduler: Any,
+    amp: AmpStep, device: torch.device, progress: tqdm | None = None,
+) -> tuple[float, int]:  # fmt: skip
+    """One pass over the training data; returns (mean loss, samples seen)."""
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    loss_sum = torch.zeros((), device=device)
+    seen = 0
+    for step, (inputs, targets) in enumerate(loader):
+        inputs, targets = to_device(inputs, device), to_device(targets, device)
+        with amp.autocast():
+            outputs = task.forward(model, inputs)
+            loss = task.loss(outputs, targets)
+        amp.step(loss, optimizer, params)
+        scheduler.step()
+        n = len(targets)
+        loss_sum += loss.detach() * n
+        seen += n
+        if progress is not None:
+            progress.update(1)
+            if step % 20 == 0:
+                progress.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+    return float(loss_sum) / max(seen, 1), seen
+
+
+class Trainer:
+    """Fits a task's model with early stopping on the task's primary validation metric, saving a resumable
+    checkpoint after every epoch. `fingerprint` identifies the run (config + data): a checkpoint from a
+    different run, or from a finished one, is never resumed."""
+
+    def __init__(self, task: Task, cfg: TrainConfig, checkpoint_path: Path, fingerprint: str) -> None:
+        self.task = task
+        self.cfg = cfg
+        self.checkpoint_path = checkpoint_path
+        self.fingerprint = fingerprint
+        self.device = resolve_device(cfg.device)
+        self.precision = resolve_precision(cfg.precision, self.device)
+
+    def fit(
+        self,
+        model: nn.Module,
+        train_loader: DataLoader,
+        val_loader: DataLoader,
+        on_epoch: Callable[[EpochLog], None] | None = None,
+    ) -> FitResult:
+        task, cfg, device = self.task, self.cfg, self.device
+        model.to(device)
+        optimizer = build_optimizer(model, cfg)
+        scheduler = build_scheduler(optimizer, cfg, len(train_loader))
+        amp = AmpStep(device, self.precision, cfg.grad_clip)
+        sign = 1.0 if task.higher_is_better else -1.0
+        result = FitResult(-sign * float("inf"), -1, 0, False, 0, str(device), self.precision)
+        bad_epochs = 0
+        generator = train_loader.generator
+
+        state = self.resumable_state()
+        if state is not None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            amp.scaler.load_state_dict(state["scaler"])
+            torch.set_rng_state(state["rng"]["torch"])
+            if generator is not None:
+                generator.set_state(state["rng"]["loader"])
+            if device.type == "cuda" and state["rng"].get("cuda") is not None:
+                torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+            result.best_metric, result.best_epoch = state["best_metric"], state["best_epoch"]
+            result.best_state_dict = state["best_model"]
+            result.history = [EpochLog(**h) for h in state["history"]]
+            result.epochs_run = result.resumed_from_epoch = state["epoch"]
+            bad_epochs = state["bad_epochs"]
+            log.info("resuming %s training from epoch %d (%s)", task.name, state["epoch"], self.checkpoint_path)
+            for entry in result.history if on_epoch is not None else []:
+                on_epoch(entry)  # the callback sees the whole run, restored epochs included
+
+        for epoch in range(result.epochs_run, cfg.epochs):
+            with tqdm(
+                total=len(train_loader), desc=f"{task.name} epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                disable=None if cfg.progress else True,
+            ) as bar:  # fmt: skip
+                start = time.perf_counter()
+                train_loss, seen = train_one_epoch(task, model, train_loader, optimizer, scheduler, amp, device, bar)
+                seconds = time.perf_counter() - start
+            val_loss, val_values, _ = run_eval(task, model, val_loader, device, amp)
+            val_metrics = scalar_metrics(val_values)
+            metric = val_metrics[task.primary_metric]
+            entry = EpochLog(epoch + 1, train_loss, val_loss, val_metrics, seen / seconds, scheduler.get_last_lr()[0])
+            result.history.append(entry)
+            result.epochs_run = epoch + 1
+            if sign * metric > sign * result.best_metric:
+                result.best_metric, result.best_epoch, bad_epochs = metric, epoch + 1, 0
+                result.best_state_dict = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            else:
+                bad_epochs += 1
+            result.stopped_early = bad_epochs >= cfg.patience and epoch + 1 < cfg.epochs
+            log.info(
+                "%s epoch %d: train loss %.4f, val loss %.4f, val %s %.4f, %.0f samples/s",
+                task.name, epoch + 1, train_loss, val_loss, task.primary_metric, metric, entry.samples_per_second,
+            )  # fmt: skip
+            if on_epoch is not None:
+                on_epoch(entry)
+            finished = result.stopped_early or epoch + 1 == cfg.epochs
+            save_checkpoint(self.checkpoint_path, {
+                "fingerprint": self.fingerprint, "finished": finished, "epoch": epoch + 1,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": amp.scaler.state_dict(),
+                "rng": {
+                    "torch": torch.get_rng_state(),
+                    "loader": generator.get_state() if generator is not None else None,
+                    "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                },
+                "best_metric": result.best_metric, "best_epoch": result.best_epoch,
+                "best_model": result.best_state_dict, "bad_epochs": bad_epochs,
+                "history": [copy.deepcopy(h.__dict__) for h in result.history],
+            })  # fmt: skip
+            if result.stopped_early:
+                break
+        return result
+
+    def resumable_state(self) -> dict[str, Any] | None:
+        """The checkpoint of this same run, if it was interrupted; None when training must start afresh."""
+        if not self.checkpoint_path.exists():
+            return None
+        try:
+            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+        except Exception as e:  # an unreadable checkpoint only costs a restart, never the run
+            log.warning("ignoring unreadable checkpoint %s: %s", self.checkpoint_path, e)
+            return None
+        if state.get("fingerprint") != self.fingerprint or state.get("finished"):
+            return None
+        return state

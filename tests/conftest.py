@@ -1,0 +1,92 @@
+"""Shared fixtures: tiny configs, a throwaway project copy, and library state kept in a temp dir."""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+_STATE = Path(tempfile.mkdtemp(prefix="lifecycle-tests-"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Before any test module imports a library: telemetry off, all library state under a temp dir."""
+    from lifecycle.runtime import TELEMETRY_OFF
+
+    os.environ.update(TELEMETRY_OFF)
+    os.environ.update({
+        "PREFECT_HOME": str(_STATE / "prefect"),
+        "BENTOML_HOME": str(_STATE / "bentoml"),
+        "DVC_SITE_CACHE_DIR": str(_STATE / "dvc-site"),
+        "MPLCONFIGDIR": str(_STATE / "matplotlib"),
+        "GIT_AUTHOR_NAME": "lifecycle tests", "GIT_AUTHOR_EMAIL": "tests@lifecycle.local",
+        "GIT_COMMITTER_NAME": "lifecycle tests", "GIT_COMMITTER_EMAIL": "tests@lifecycle.local",
+    })  # fmt: skip
+    bin_dir = str(Path(sys.executable).parent)
+    if bin_dir not in os.environ["PATH"].split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ["PATH"]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_STATE, ignore_errors=True)
+
+
+TINY_CLASSIFY: dict[str, Any] = {
+    "collect": {"limit": 200},
+    "validate": {"min_samples": 50, "min_class_share": 0.05, "max_quarantine_share": 0.2},
+    "split": {"train": 0.6, "val": 0.2, "test": 0.2},
+    "model": {"width": 4},
+    "train": {"epochs": 2, "batch_size": 32, "lr": 0.01, "progress": False,
+              "augment": [{"name": "RandomAffine", "args": {"degrees": 10}}]},
+    "evaluate": {"batch_size": 64},
+}  # fmt: skip
+
+
+@pytest.fixture
+def tiny_params() -> dict[str, Any]:
+    return {"tasks": ["classify"], "classify": copy.deepcopy(TINY_CLASSIFY)}
+
+
+def make_task(params: dict[str, Any], name: str = "classify"):
+    from lifecycle.config import parse_params
+    from lifecycle.tasks import get_task
+
+    return get_task(name)(parse_params(params).task(name))
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed with exit {proc.returncode}:\n{proc.stdout[-4000:]}")
+    return proc
+
+
+@pytest.fixture
+def project(tmp_path: Path, tiny_params: dict[str, Any]) -> Path:
+    """A git + DVC copy of the repository's pipeline (code, dvc.yaml, flows) with tiny params, committed."""
+    root = tmp_path / "project"
+    root.mkdir()
+    for item in ("dvc.yaml", "src", "flows", ".dvcignore", ".gitignore"):
+        source = REPO / item
+        if source.is_dir():
+            shutil.copytree(source, root / item, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(source, root / item)
+    (root / "data" / "incoming" / "classify").mkdir(parents=True)
+    (root / "data" / "incoming" / "classify" / ".gitkeep").touch()
+    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params, sort_keys=False))
+    run(["git", "init", "-q"], root)
+    run([sys.executable, "-m", "dvc", "init", "-q"], root)
+    run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], root)
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "tiny project"], root)
+    return root

@@ -1,0 +1,98 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+
+from conftest import make_task
+from lifecycle.atomic import read_jsonl
+from lifecycle.models import load_model
+from lifecycle.paths import TaskPaths
+from lifecycle.stages.collect import collect
+from lifecycle.stages.evaluate import evaluate
+from lifecycle.stages.split import split
+from lifecycle.stages.train import train
+
+
+@pytest.fixture
+def prepared(tmp_path, tiny_params):
+    paths = TaskPaths(tmp_path, "classify")
+    collect(make_task(tiny_params), paths)
+    split(make_task(tiny_params), paths)
+    return paths
+
+
+def test_train_then_evaluate_writes_model_metrics_and_pictures(prepared, tiny_params):
+    task = make_task(tiny_params)
+    summary = train(task, prepared)
+    assert summary["epochs_run"] == 2 and summary["precision"] in ("fp32", "bf16")
+    assert (prepared.reports("train") / "augmented.png").stat().st_size > 1000
+    curves = prepared.reports("train") / "live" / "plots" / "metrics"
+    assert (curves / "train" / "loss.tsv").exists() and (curves / "val" / "accuracy.tsv").exists()
+    loaded_task, model, info = load_model(prepared.model)
+    assert loaded_task.cfg == task.cfg and not model.training
+    assert info["best_epoch"] in (1, 2)
+
+    metrics = evaluate(task, prepared)
+    test_rows = [r for r in read_jsonl(prepared.split_manifest) if r["split"] == "test"]
+    assert metrics["test_samples"] == len(test_rows)
+    predictions = read_jsonl(prepared.reports("evaluate") / "predictions.jsonl")
+    accuracy = sum(p["truth"] == p["prediction"]["label"] for p in predictions) / len(predictions)
+    assert metrics["accuracy"] == pytest.approx(accuracy, abs=1e-6), "the metric agrees with the predictions file"
+    assert 0 <= metrics["macro_f1"] <= 1
+    per_class = json.loads((prepared.reports("evaluate") / "per_class.json").read_text())
+    assert set(per_class["accuracy"]) == {str(d) for d in range(10)}
+    figures = prepared.reports("evaluate") / "figures"
+    assert (figures / "confusion.png").exists()
+    assert (figures / "confusion.csv").read_text().splitlines()[0] == "actual,predicted"
+
+
+def test_same_seed_same_model(prepared, tiny_params):
+    train(make_task(tiny_params), prepared)
+    first = torch.load(prepared.model, weights_only=True)["state_dict"]
+    train(make_task(tiny_params), prepared)
+    second = torch.load(prepared.model, weights_only=True)["state_dict"]
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def _train_cli(root) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "lifecycle.cli", "--log-level", "WARNING", "train",
+                             "--task", "classify", "--root", str(root), "--params", str(root / "params.yaml")],
+                            cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_to_the_same_result(prepared, tiny_params):
+    tiny_params["classify"]["train"].update(epochs=6, patience=6)
+    (prepared.root / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+
+    reference = train(make_task(tiny_params), prepared)
+    reference_weights = torch.load(prepared.model, weights_only=True)["state_dict"]
+    prepared.checkpoint.unlink()
+    prepared.model.unlink()
+
+    proc = _train_cli(prepared.root)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if prepared.checkpoint.exists():
+            state = torch.load(prepared.checkpoint, weights_only=True)
+            if 1 <= state["epoch"] < 6:
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+        time.sleep(0.05)
+    proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL, "training was killed mid-run"
+    assert not prepared.model.exists(), "a killed run leaves no model file"
+    killed_at = torch.load(prepared.checkpoint, weights_only=True)["epoch"]
+
+    resumed = train(make_task(tiny_params), prepared)
+    assert resumed["resumed_from_epoch"] == killed_at >= 1
+    assert resumed["best_val_accuracy"] == reference["best_val_accuracy"]
+    assert resumed["best_epoch"] == reference["best_epoch"]
+    weights = torch.load(prepared.model, weights_only=True)["state_dict"]
+    assert all(torch.equal(weights[k], reference_weights[k]) for k in weights)

@@ -1,0 +1,99 @@
+"""Contract tests over every registered task: a task is tested the moment it registers."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from lifecycle.config import parse_params
+from lifecycle.tasks import RawSample, Rejected, get_task, list_tasks
+from lifecycle.tasks.base import InvalidSample
+from lifecycle.trainer import AmpStep, build_optimizer
+
+
+@pytest.fixture(params=list_tasks())
+def task(request):
+    name = request.param
+    params = parse_params({"tasks": [name], name: {"model": {}, "collect": {}}})
+    return get_task(name)(params.task(name))
+
+
+@pytest.fixture
+def samples(task, tmp_path):
+    """A few real samples from the task's own default source, decoded from stored files."""
+    items = []
+    for candidate in task.collect(tmp_path / "no-landing-zone"):
+        if isinstance(candidate, RawSample):
+            path = tmp_path / f"{len(items)}{candidate.suffix}"
+            path.write_bytes(candidate.data)
+            items.append((task.load_input(path), candidate.label, candidate))
+        if len(items) == 8:
+            break
+    assert len(items) == 8, "the default source yields samples without any user data"
+    return items
+
+
+def batch_of(task, samples, train: bool):
+    transform = task.transform(train)
+    return task.collate([transform(x, task.encode_target(label)) for x, label, _ in samples])
+
+
+def test_registered_with_hooks(task):
+    assert task.name in list_tasks() and get_task(task.name) is type(task)
+    assert task.primary_metric in task.metrics()
+
+
+def test_inspect_accepts_own_samples_and_rejects_garbage(task, samples):
+    for _, label, candidate in samples:
+        meta = task.inspect(candidate.data, label)
+        json.dumps(meta)
+    with pytest.raises(InvalidSample):
+        task.inspect(b"not a sample at all", samples[0][1])
+
+
+def test_tiny_batch_gives_finite_loss_and_one_step_learns(task, samples):
+    torch.manual_seed(0)
+    model = task.build_model()
+    inputs, targets = batch_of(task, samples, train=True)
+    amp = AmpStep(torch.device("cpu"), "bf16")
+    optimizer = build_optimizer(model, task.cfg.train)
+    before = [p.detach().clone() for p in model.parameters()]
+    model.train()
+    with amp.autocast():
+        loss = task.loss(task.forward(model, inputs), targets)
+    assert loss.ndim == 0 and math.isfinite(float(loss.detach()))
+    amp.step(loss, optimizer, model.parameters())
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+
+
+def test_predictions_match_the_output_schema(task, samples):
+    model = task.build_model().eval()
+    inputs, targets = batch_of(task, samples, train=False)
+    with torch.no_grad():
+        outputs = task.forward(model, inputs)
+    predictions = task.predict(outputs)
+    assert len(predictions) == len(samples)
+    for p in predictions:
+        json.dumps(p)
+        assert 0.0 <= p["confidence"] <= 1.0
+    metrics = task.metrics()
+    metrics.update(outputs, targets)
+    assert 0.0 <= float(metrics.compute()[task.primary_metric]) <= 1.0
+
+
+def test_descriptors_have_stable_finite_columns(task, samples):
+    keys = None
+    for raw_input, _, _ in samples:
+        d = task.descriptors(raw_input)
+        assert all(isinstance(v, float) and math.isfinite(v) for v in d.values())
+        keys = keys or list(d)
+        assert list(d) == keys
+
+
+def test_collect_reports_unusable_files_as_rejected(task, tmp_path):
+    landing = tmp_path / "incoming"
+    (landing / "no-such-label").mkdir(parents=True)
+    (landing / "no-such-label" / "x.png").write_bytes(b"garbage")
+    rejected = [c for c in task.collect(landing) if isinstance(c, Rejected)]
+    assert rejected and all(r.reason for r in rejected)

@@ -1,0 +1,65 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lifecycle.config import ConfigError, load_params, parse_params
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_repository_params_are_valid():
+    params = load_params(REPO / "params.yaml")
+    assert params.tasks == ["classify"]
+    assert params.task("classify").train.epochs >= 1
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda p: p["classify"]["train"].update(lr=-1), "classify.train.lr: Input should be greater than 0"),
+        (lambda p: p["classify"]["train"].update(learning_rate=0.1), "classify.train.learning_rate: Extra inputs"),
+        (lambda p: p.update(classfy={}), "classfy: Extra inputs are not permitted"),
+        (lambda p: p["classify"]["split"].update(train=0.9), "classify.split: Value error, train + val + test must be 1"),
+        (lambda p: p["classify"]["train"].update(precision="fp8"), "classify.train.precision: Input should be"),
+        (lambda p: p["classify"]["validate"].update(min_class_share=2), "classify.validate.min_class_share"),
+        (lambda p: p.update(tasks=["classify", "segment"]), "tasks: Value error, unknown task(s) ['segment']"),
+        (
+            lambda p: p["classify"]["train"].update(augment=[{"name": "RandomWobble"}]),
+            "classify.train.augment[0]: Value error, 'RandomWobble' is not a transform",
+        ),
+        (
+            lambda p: p["classify"]["train"].update(augment=[{"name": "RandomAffine", "args": {"degree": 3}}]),
+            "classify.train.augment[0]: Value error, RandomAffine({'degree': 3}) cannot be built",
+        ),
+    ],
+)
+def test_bad_values_name_the_key(tiny_params, edit, expected):
+    edit(tiny_params)
+    with pytest.raises(ConfigError) as info:
+        parse_params(tiny_params)
+    assert expected in str(info.value)
+
+
+def test_listed_task_needs_a_section(tiny_params):
+    del tiny_params["classify"]
+    with pytest.raises(ConfigError, match="no section for task"):
+        parse_params(tiny_params)
+
+
+def test_unreadable_files_are_named(tmp_path):
+    with pytest.raises(ConfigError, match="file not found"):
+        load_params(tmp_path / "missing.yaml")
+    broken = tmp_path / "params.yaml"
+    broken.write_text("tasks: [classify\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(broken)
+    broken.write_text(yaml.safe_dump([1, 2]))
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_params(broken)
+
+
+def test_defaults_fill_missing_sections():
+    params = parse_params({"tasks": ["classify"], "classify": {}})
+    assert params.task("classify").split.train == pytest.approx(0.8)
+    assert params.task("classify").validation.min_samples >= 1

@@ -1,0 +1,48 @@
+import pytest
+import torch
+
+from lifecycle.trainer import AmpStep, resolve_device, resolve_precision, save_checkpoint
+
+
+def test_precision_resolution():
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == "fp32"
+    assert resolve_precision("bf16", cpu) == "bf16"
+    assert resolve_precision("auto", cpu) in ("fp32", "bf16")
+    with pytest.raises(ValueError, match="fp16' needs CUDA"):
+        resolve_precision("fp16", cpu)
+
+
+def test_device_resolution():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+def test_bf16_autocast_on_cpu_keeps_fp32_grads():
+    model = torch.nn.Linear(4, 2)
+    amp = AmpStep(torch.device("cpu"), "bf16", grad_clip=1.0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with amp.autocast():
+        out = model(torch.randn(3, 4))
+    assert out.dtype == torch.bfloat16
+    loss = out.float().pow(2).mean()
+    loss.backward()
+    assert model.weight.grad.dtype == torch.float32
+    optimizer.zero_grad()
+    with amp.autocast():
+        loss = model(torch.randn(3, 4)).float().pow(2).mean()
+    amp.step(loss, optimizer, model.parameters())
+    assert model.weight.grad is None, "the step clears gradients"
+    assert not amp.scaler.is_enabled(), "no loss scaling outside fp16"
+
+
+def test_checkpoint_write_is_atomic(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"epoch": 1})
+    with pytest.raises(Exception):
+        save_checkpoint(path, {"epoch": 2, "bad": lambda: None})  # unpicklable: the write fails
+    assert torch.load(path, weights_only=True) == {"epoch": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
