@@ -16,12 +16,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from pydantic import BaseModel
 from torch import nn
-from torchmetrics import MetricCollection
+
+if TYPE_CHECKING:
+    from torchmetrics import MetricCollection
 
 Label = Any  # JSON-serialisable
 Batch = tuple[Any, Any]  # (inputs, targets), each a tensor or a structure of tensors

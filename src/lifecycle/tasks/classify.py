@@ -6,14 +6,12 @@ import csv
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import nn
-from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
@@ -24,6 +22,9 @@ from lifecycle.sources.folders import class_folders
 from lifecycle.sources.mnist import embedded_mnist
 from lifecycle.tasks import register_task
 from lifecycle.tasks.base import InvalidSample, Label, RawSample, Rejected, Task
+
+if TYPE_CHECKING:  # torchmetrics takes seconds to import; stages that never compute metrics skip it
+    from torchmetrics import MetricCollection
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
@@ -138,6 +139,9 @@ class Classify(Task):
         return F.cross_entropy(outputs.float(), targets, label_smoothing=self.cfg.model.label_smoothing)
 
     def metrics(self) -> MetricCollection:
+        from torchmetrics import MetricCollection
+        from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
         n = len(self.classes)
         return MetricCollection(
             {
@@ -164,6 +168,8 @@ class Classify(Task):
         return image_descriptors(raw_input)
 
     def report(self, predictions: list[dict[str, Any]], labels: list[Label], out_dir: Path) -> dict[str, Any]:
+        from torchmetrics.classification import MulticlassConfusionMatrix
+
         predicted = [p["label"] for p in predictions]
         with atomic_path(out_dir / "confusion.csv") as tmp, tmp.open("w", newline="") as f:
             writer = csv.writer(f)
