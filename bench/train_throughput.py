@@ -90,7 +90,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="classify")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run; the first is warm-up")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the three contenders")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the three contenders")
     parser.add_argument("--precision", default=None, help="override train.precision (fp32, bf16, fp16)")
     args = parser.parse_args()
 

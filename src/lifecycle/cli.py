@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO")
     commands = parser.add_subparsers(dest="command", required=True)
     for stage in STAGES:
-        sub = commands.add_parser(stage, help=stage_function.__doc__ and f"run the {stage} stage")
+        sub = commands.add_parser(stage, help=f"run the {stage} stage")
         sub.add_argument("--task", required=True, help="a registered task, e.g. classify")
         sub.add_argument("--params", type=Path, default=Path("params.yaml"))
         sub.add_argument("--root", type=Path, default=Path("."), help="project root (default: current directory)")
@@ -62,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.params}: ok, tasks {load_params(args.params).tasks}")
         else:
             result = run_stage(args.command, args.task, args.params, args.root.resolve())
-            print(json.dumps(result.__dict__ if hasattr(result, "__dict__") else result, indent=2, default=str))
+            print(json.dumps(asdict(result) if is_dataclass(result) else result, indent=2, default=str))
     except (ConfigError, DataValidationError, SplitLeakError, KeyError, FileNotFoundError, ValueError) as e:
+        # Bad configuration or bad data: a one-line answer naming what is wrong, not a traceback.
         print(f"lifecycle {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -3,12 +3,11 @@ device, mixed precision, the optimiser step, early stopping and resumable checkp
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -272,7 +271,7 @@ class Trainer:
                 },
                 "best_metric": result.best_metric, "best_epoch": result.best_epoch,
                 "best_model": result.best_state_dict, "bad_epochs": bad_epochs,
-                "history": [copy.deepcopy(h.__dict__) for h in result.history],
+                "history": [asdict(h) for h in result.history],
             })  # fmt: skip
             if result.stopped_early:
                 break
