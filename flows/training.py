@@ -15,7 +15,7 @@ from prefect.artifacts import create_markdown_artifact
 from lifecycle.paths import TaskPaths
 from lifecycle.reporting import run_summary, summary_markdown
 
-STAGES = ("collect", "validate", "split", "train", "evaluate")
+STAGES = ("collect", "validate", "split", "train", "evaluate", "promote")
 RETRIES = {"collect": 2}  # reading user folders can fail transiently; the other stages are deterministic
 
 
@@ -35,13 +35,17 @@ def repro_stage(stage: str, task_name: str, root: str) -> None:
 
 @flow(name="lifecycle", log_prints=True)
 def lifecycle(task: str = "classify", root: str = ".") -> dict:
-    """Collect, validate, split, train and evaluate one task; returns the run summary."""
+    """Collect, validate, split, train, evaluate and promote one task; returns the run summary."""
     root = str(Path(root).resolve())
     for stage in STAGES:
         repro_stage.with_options(retries=RETRIES.get(stage, 0), retry_delay_seconds=5)(stage, task, root)
     summary = run_summary(TaskPaths(Path(root), task))
     create_markdown_artifact(key=f"{task}-metrics", markdown=summary_markdown(summary),
                              description=f"{task}: test metrics and reports")  # fmt: skip
+    decision = Path(summary["reports"]["promotion_decision"])
+    if decision.exists():
+        create_markdown_artifact(key=f"{task}-promotion", markdown=decision.read_text(),
+                                 description=f"{task}: promotion decision and why")  # fmt: skip
     return summary
 
 

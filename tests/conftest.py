@@ -48,6 +48,7 @@ TINY_CLASSIFY: dict[str, Any] = {
     "train": {"epochs": 2, "batch_size": 32, "lr": 0.01, "progress": False,
               "augment": [{"name": "RandomAffine", "args": {"degrees": 10}}]},
     "evaluate": {"batch_size": 64},
+    "promote": {"min_delta": 0.0, "serving_check_samples": 16},
 }  # fmt: skip
 
 

@@ -9,6 +9,7 @@ import yaml
 from conftest import run
 
 pytestmark = pytest.mark.slow
+STAGES = ("collect", "validate", "split", "train", "evaluate", "promote")
 
 
 def dvc(project, *args):
@@ -21,8 +22,7 @@ def ran_stages(output: str) -> list[str]:
 
 def test_dvc_repro_runs_once_then_only_what_changed(project):
     first = dvc(project, "repro")
-    assert ran_stages(first.stdout) == sorted(
-        f"{s}@classify" for s in ("collect", "validate", "split", "train", "evaluate"))  # fmt: skip
+    assert ran_stages(first.stdout) == sorted(f"{s}@classify" for s in STAGES)
     metrics = json.loads((project / "reports/classify/evaluate/metrics.json").read_text())
     assert 0 <= metrics["accuracy"] <= 1
     assert (project / "dvc.lock").exists()
@@ -34,7 +34,7 @@ def test_dvc_repro_runs_once_then_only_what_changed(project):
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["classify"]["train"]["lr"] = 0.02
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert ran_stages(dvc(project, "repro").stdout) == ["evaluate@classify", "train@classify"]
+    assert ran_stages(dvc(project, "repro").stdout) == ["evaluate@classify", "promote@classify", "train@classify"]
 
 
 def test_prefect_flow_runs_the_dvc_stages_and_publishes_metrics(project):
@@ -49,11 +49,13 @@ def test_prefect_flow_runs_the_dvc_stages_and_publishes_metrics(project):
     with prefect_test_harness(server_startup_timeout=120):
         summary = lifecycle(task="classify", root=str(project))
         artifact = Artifact.get("classify-metrics")
+        decision = Artifact.get("classify-promotion")
     assert summary["test"]["test_samples"] > 0
     assert 0 <= summary["test"]["accuracy"] <= 1
     lock = yaml.safe_load((project / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {f"{s}@classify" for s in ("collect", "validate", "split", "train", "evaluate")}
-    assert artifact is not None and "test accuracy" in artifact.data
+    assert set(lock["stages"]) == {f"{s}@classify" for s in STAGES}
+    assert artifact is not None and "test accuracy" in artifact.data and "Promotion:" in artifact.data
+    assert summary["promotion"]["summary"] and decision.data.startswith("# classify: ")
     assert ran_stages(dvc(project, "repro").stdout) == [], "the flow's run is what dvc.lock records"
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from lifecycle.runtime import configure_environment, configure_logging
 
-STAGES = ("collect", "validate", "split", "train", "evaluate")
+STAGES = ("collect", "validate", "split", "train", "evaluate", "promote")
 
 
 def stage_function(stage: str) -> Callable[..., Any]:
@@ -41,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--task", required=True, help="a registered task, e.g. classify")
         sub.add_argument("--params", type=Path, default=Path("params.yaml"))
         sub.add_argument("--root", type=Path, default=Path("."), help="project root (default: current directory)")
+    rollback = commands.add_parser("rollback", help="make the previous production model production again")
+    rollback.add_argument("--task", required=True)
+    listing = commands.add_parser("models", help="list a task's versions in the BentoML model store")
+    listing.add_argument("--task", required=True)
     commands.add_parser("tasks", help="list the registered tasks")
     check = commands.add_parser("check-params", help="validate params.yaml and exit")
     check.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -59,12 +63,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "tasks":
             print("\n".join(list_tasks()))
+        elif args.command == "rollback":
+            from lifecycle.registry import rollback
+
+            restored, demoted = rollback(args.task)
+            print(f"{args.task}: {restored.tag} is production again; {demoted.tag} is labeled rolled_back")
+        elif args.command == "models":
+            from lifecycle.registry import versions
+
+            for m in versions(args.task):
+                print(f"{m.tag}  {m.stage:<12} {m.created:%Y-%m-%d %H:%M}  {m.metadata.get('metrics', {})}")
         elif args.command == "check-params":
             print(f"{args.params}: ok, tasks {load_params(args.params).tasks}")
         else:
             result = run_stage(args.command, args.task, args.params, args.root.resolve())
             print(json.dumps(asdict(result) if is_dataclass(result) else result, indent=2, default=str))
-    except (ConfigError, DataValidationError, SplitLeakError, KeyError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, DataValidationError, SplitLeakError, LookupError, FileNotFoundError, ValueError) as e:
         # Bad configuration or bad data: a one-line answer naming what is wrong, not a traceback.
         print(f"lifecycle {args.command}: error: {e}", file=sys.stderr)
         return 2

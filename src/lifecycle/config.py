@@ -96,6 +96,16 @@ class EvaluateConfig(Strict):
     batch_size: int = Field(256, ge=1)
 
 
+class PromoteConfig(Strict):
+    """The gate a candidate must pass to become the production model."""
+
+    min: dict[str, float] = Field(default_factory=dict, description="test metric -> lowest acceptable value")
+    max: dict[str, float] = Field(default_factory=dict, description="test metric -> highest acceptable value")
+    min_delta: float = Field(0.0, ge=0, description="required gain of the primary metric over production")
+    serving_check_samples: int = Field(32, ge=1, description="test inputs the served candidate must answer")
+    tolerance: float = Field(1e-4, ge=0, description="largest confidence difference served vs offline")
+
+
 @cache
 def task_schema(task: str) -> type[BaseModel]:
     """The schema of one task's section: its own collect and model settings plus the generic stages."""
@@ -111,6 +121,7 @@ def task_schema(task: str) -> type[BaseModel]:
         model=(model, Field(default_factory=model)),
         train=(TrainConfig, Field(default_factory=TrainConfig)),
         evaluate=(EvaluateConfig, Field(default_factory=EvaluateConfig)),
+        promote=(PromoteConfig, Field(default_factory=PromoteConfig)),
     )
 
 

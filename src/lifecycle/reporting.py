@@ -20,12 +20,14 @@ def run_summary(paths: TaskPaths) -> dict[str, Any]:
         "test": read_json(paths.reports("evaluate") / "metrics.json"),
         "train": read_json(paths.reports("train") / "summary.json"),
         "data": read_json(paths.reports("split") / "summary.json"),
+        "promotion": read_json(paths.reports("promote") / "decision.json"),
         "reports": {
             "data_docs": paths.reports("validate") / "data_docs" / "index.html",
             "augmented_samples": paths.reports("train") / "augmented.png",
             "training_curves": paths.reports("train") / "live" / "plots" / "metrics",
             "evaluation_figures": paths.reports("evaluate") / "figures",
             "model": paths.model,
+            "promotion_decision": paths.reports("promote") / "decision.md",
         },
     }
 
@@ -41,5 +43,6 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         f"Data: {data.get('train', '?')} train / {data.get('val', '?')} val / {data.get('test', '?')} test samples. "
         f"Training: {train.get('epochs_run', '?')} epochs on {train.get('device', '?')} ({train.get('precision', '?')}), "
         f"best epoch {train.get('best_epoch', '?')}, {train.get('samples_per_second', 0):.0f} samples/s.\n\n"
+        f"Promotion: {summary['promotion'].get('summary', 'not run')}\n\n"
         f"Reports:\n{links}\n"
     )

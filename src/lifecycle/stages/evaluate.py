@@ -28,16 +28,23 @@ def metric_values(task: Task, values: dict[str, torch.Tensor]) -> tuple[dict[str
     return scalars, per_class
 
 
+def predict_rows(
+    task: Task, model: torch.nn.Module, rows: list[dict[str, Any]], paths: TaskPaths, device: torch.device,
+    batch_size: int,
+) -> tuple[float, dict[str, torch.Tensor], list[dict[str, Any]]]:  # fmt: skip
+    """Mean loss, computed metrics and post-processed predictions of `model` over manifest rows."""
+    loader = make_loader(task, ManifestDataset(task, rows, paths.raw, train=False), batch_size, shuffle=False)
+    amp = AmpStep(device, resolve_precision(task.cfg.train.precision, device))
+    loss, values, outputs = run_eval(task, model, loader, device, amp)
+    return loss, values, [p for batch in outputs for p in task.predict(batch)]
+
+
 def evaluate(task: Task, paths: TaskPaths) -> dict[str, Any]:
     device = resolve_device(task.cfg.train.device)
     # The model file carries the task config it was trained with: its preprocessing is the one to use.
     model_task, model, _ = load_model(paths.model, device)
     rows = rows_of_split(paths.split_manifest, "test")
-    loader = make_loader(task, ManifestDataset(model_task, rows, paths.raw, train=False), task.cfg.evaluate.batch_size,
-                         shuffle=False)  # fmt: skip
-    amp = AmpStep(device, resolve_precision(task.cfg.train.precision, device))
-    loss, values, outputs = run_eval(model_task, model, loader, device, amp)
-    predictions = [p for batch in outputs for p in model_task.predict(batch)]
+    loss, values, predictions = predict_rows(model_task, model, rows, paths, device, task.cfg.evaluate.batch_size)
     scalars, per_class = metric_values(model_task, values)
     out_dir = paths.reports("evaluate")
     extra = model_task.report(predictions, [row["label"] for row in rows], out_dir / "figures")

@@ -100,9 +100,13 @@ class Task(ABC):
         """(input, target) -> (model input, target). Training applies `cfg.train.augment`; evaluation and
         serving call the same function with train=False, so preprocessing has one implementation."""
 
+    def batch_inputs(self, inputs: Sequence[Any]) -> Any:
+        """Transformed inputs -> one model input (training, evaluation and serving all batch this way)."""
+        return torch.stack(list(inputs))
+
     def collate(self, items: Sequence[tuple[Any, Any]]) -> Batch:
         inputs, targets = zip(*items)
-        return torch.stack(inputs), torch.as_tensor(targets)
+        return self.batch_inputs(inputs), torch.as_tensor(targets)
 
     # ---- model ------------------------------------------------------------------------------------
     @abstractmethod

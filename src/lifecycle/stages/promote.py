@@ -1,0 +1,170 @@
+"""Promote: gate the candidate (absolute thresholds, and beating production on the same current test set),
+check that it answers like offline evaluation once loaded the way the service loads it, then make it the
+production model in the BentoML model store. The report says why, either way."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lifecycle import registry
+from lifecycle.atomic import read_jsonl, write_json, write_text
+from lifecycle.config import ConfigError
+from lifecycle.data import rows_of_split
+from lifecycle.models import load_model
+from lifecycle.paths import TaskPaths
+from lifecycle.reporting import read_json
+from lifecycle.serving import Predictor
+from lifecycle.stages.evaluate import metric_values, predict_rows
+from lifecycle.tasks.base import Task
+from lifecycle.trainer import resolve_device
+
+
+@dataclass
+class Decision:
+    task: str
+    promoted: bool
+    summary: str = ""
+    reasons: list[str] = field(default_factory=list)  # what stopped the promotion; empty when promoted
+    candidate: dict[str, float] = field(default_factory=dict)
+    production_before: str | None = None
+    production_metric: float | None = None
+    serving_check: dict[str, Any] = field(default_factory=dict)
+    stored_as: str | None = None
+
+
+def threshold_failures(task: Task, metrics: dict[str, Any]) -> list[str]:
+    gate = task.cfg.promote
+    failures = []
+    for bound, limits in (("min", gate.min), ("max", gate.max)):
+        for name, limit in limits.items():
+            if name not in metrics:
+                raise ConfigError(f"{task.name}.promote.{bound}.{name}: no such test metric (have {sorted(metrics)})")
+            value = metrics[name]
+            if (bound == "min" and value < limit) or (bound == "max" and value > limit):
+                failures.append(f"test {name} {value:.4f} is {'below' if bound == 'min' else 'above'} {limit}")
+    return failures
+
+
+def production_metric(task: Task, stored: registry.StoredModel, paths: TaskPaths) -> float:
+    """The production model's primary metric on today's test split (not the number it was promoted with)."""
+    device = resolve_device(task.cfg.train.device)
+    model_task, model, _ = load_model(stored.model_file, device)
+    rows = rows_of_split(paths.split_manifest, "test")
+    _, values, _ = predict_rows(model_task, model, rows, paths, device, task.cfg.evaluate.batch_size)
+    return metric_values(model_task, values)[0][task.primary_metric]
+
+
+def serving_check(task: Task, stored: registry.StoredModel, paths: TaskPaths) -> dict[str, Any]:
+    """Load the stored candidate as the service does and compare its answers with the offline predictions."""
+    offline = {row["sample_id"]: row["prediction"] for row in read_jsonl(paths.reports("evaluate") / "predictions.jsonl")}
+    rows = [r for r in rows_of_split(paths.split_manifest, "test") if r["sample_id"] in offline]
+    sample = random.Random(0).sample(rows, min(task.cfg.promote.serving_check_samples, len(rows)))
+    predictor = Predictor.from_store(stored, task.cfg.train.device)
+    served = predictor.predict([predictor.task.load_input(paths.raw / row["path"]) for row in sample])
+    mismatches = []
+    for row, answer in zip(sample, served):
+        expected = offline[row["sample_id"]]
+        if not _same(answer, expected, task.cfg.promote.tolerance):
+            mismatches.append({"sample_id": row["sample_id"], "served": answer, "offline": expected})
+    return {"passed": not mismatches and len(sample) > 0, "checked": len(sample), "mismatches": mismatches[:5],
+            "mismatch_count": len(mismatches)}  # fmt: skip
+
+
+def _same(a: Any, b: Any, tolerance: float) -> bool:
+    if isinstance(a, float) and isinstance(b, (int, float)):
+        return abs(a - b) <= tolerance
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k], tolerance) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y, tolerance) for x, y in zip(a, b))
+    return a == b
+
+
+def provenance(paths: TaskPaths) -> dict[str, Any]:
+    """DVC hashes of the data and model this candidate came from, and the git revision."""
+    lock_file = paths.root / "dvc.lock"
+    outs: dict[str, str] = {}
+    if lock_file.exists():
+        for stage in (yaml.safe_load(lock_file.read_text()) or {}).get("stages", {}).values():
+            outs.update({o["path"]: o.get("md5", "") for o in stage.get("outs", [])})
+    relative = {name: str(p.relative_to(paths.root)) for name, p in (("data", paths.raw), ("model", paths.model))}
+    git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=paths.root, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=paths.root, capture_output=True, text=True)
+    return {
+        "dvc_data_md5": outs.get(relative["data"]),
+        "dvc_model_md5": outs.get(relative["model"]),
+        "git_revision": git.stdout.strip() or None,
+        "git_dirty": bool(dirty.stdout.strip()) if git.returncode == 0 else None,
+    }
+
+
+def promote(task: Task, paths: TaskPaths) -> dict[str, Any]:
+    metrics = read_json(paths.reports("evaluate") / "metrics.json")
+    if not metrics:
+        raise FileNotFoundError(f"{paths.reports('evaluate') / 'metrics.json'}: run the evaluate stage first")
+    primary = task.primary_metric
+    candidate_metric = metrics[primary]
+    decision = Decision(task.name, False, candidate={k: v for k, v in metrics.items() if isinstance(v, float)})
+    decision.reasons += threshold_failures(task, metrics)
+
+    current = registry.production(task.name)
+    if current is not None:
+        decision.production_before = current.tag
+        decision.production_metric = production_metric(task, current, paths)
+        gain = (candidate_metric - decision.production_metric) * (1 if task.higher_is_better else -1)
+        if gain < task.cfg.promote.min_delta or (gain == 0 and task.cfg.promote.min_delta == 0):
+            decision.reasons.append(
+                f"test {primary} {candidate_metric:.4f} does not beat production {current.tag} "
+                f"({decision.production_metric:.4f} on the same test set) by the required {task.cfg.promote.min_delta}"
+            )
+
+    if not decision.reasons:
+        # BentoML metadata takes no nulls: the params travel as JSON text, unknown provenance as "".
+        info = {"metrics": decision.candidate, "params": json.dumps(task.cfg.model_dump(mode="json", by_alias=True)),
+                **{k: "" if v is None else v for k, v in provenance(paths).items()}}  # fmt: skip
+        stored = registry.store_candidate(task.name, paths.model, info)
+        decision.stored_as = stored.tag
+        decision.serving_check = serving_check(task, stored, paths)
+        if decision.serving_check["passed"]:
+            registry.make_production(task.name, stored.tag)
+            decision.promoted = True
+        else:
+            registry.set_labels(stored.tag, **{registry.STAGE: "rejected"})
+            decision.reasons.append(
+                f"serving check failed: {decision.serving_check['mismatch_count']} of "
+                f"{decision.serving_check['checked']} answers differ from offline evaluation"
+            )
+    decision.summary = summarize(decision, primary, candidate_metric)
+    write_report(decision, paths.reports("promote"))
+    return asdict(decision)
+
+
+def summarize(decision: Decision, primary: str, candidate_metric: float) -> str:
+    if not decision.promoted:
+        return f"not promoted: {'; '.join(decision.reasons)}"
+    if decision.production_before is None:
+        return f"promoted {decision.stored_as} (test {primary} {candidate_metric:.4f}): first production model"
+    return (f"promoted {decision.stored_as}: test {primary} {candidate_metric:.4f} beats "
+            f"{decision.production_before} ({decision.production_metric:.4f}), now archived")  # fmt: skip
+
+
+def write_report(decision: Decision, out_dir: Path) -> None:
+    write_json(out_dir / "decision.json", asdict(decision))
+    metrics = "\n".join(f"| {k} | {v:.4f} |" for k, v in decision.candidate.items())
+    check = decision.serving_check
+    lines = [
+        f"# {decision.task}: {'PROMOTED' if decision.promoted else 'NOT PROMOTED'}", "", decision.summary, "",
+        "| candidate test metric | value |", "|---|---|", metrics, "",
+        f"Production before: {decision.production_before or 'none'}"
+        + (f" (primary metric on this test set: {decision.production_metric:.4f})" if decision.production_metric is not None else ""),
+        f"Serving check: {'passed' if check.get('passed') else 'failed' if check else 'not run'}"
+        + (f", {check['checked']} inputs, {check['mismatch_count']} mismatches" if check else ""),
+    ]  # fmt: skip
+    write_text(out_dir / "decision.md", "\n".join(lines) + "\n")
