@@ -54,7 +54,7 @@ def test_prefect_flow_runs_the_dvc_stages_and_publishes_metrics(project):
     assert 0 <= summary["test"]["accuracy"] <= 1
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     assert set(lock["stages"]) == {f"{s}@classify" for s in STAGES}
-    assert artifact is not None and "test accuracy" in artifact.data and "Promotion:" in artifact.data
+    assert artifact is not None and "test accuracy" in artifact.data and "Last promotion decision:" in artifact.data
     assert summary["promotion"]["summary"] and decision.data.startswith("# classify: ")
     assert ran_stages(dvc(project, "repro").stdout) == [], "the flow's run is what dvc.lock records"
 

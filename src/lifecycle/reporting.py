@@ -43,6 +43,6 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         f"Data: {data.get('train', '?')} train / {data.get('val', '?')} val / {data.get('test', '?')} test samples. "
         f"Training: {train.get('epochs_run', '?')} epochs on {train.get('device', '?')} ({train.get('precision', '?')}), "
         f"best epoch {train.get('best_epoch', '?')}, {train.get('samples_per_second', 0):.0f} samples/s.\n\n"
-        f"Promotion: {summary['promotion'].get('summary', 'not run')}\n\n"
+        f"Last promotion decision: {summary['promotion'].get('summary', 'none yet')}\n\n"
         f"Reports:\n{links}\n"
     )
