@@ -20,7 +20,7 @@ from lifecycle.paths import TaskPaths
 from lifecycle.stages.collect import collect
 from lifecycle.stages.split import split
 from lifecycle.tasks import get_task
-from lifecycle.trainer import AmpStep, Trainer, build_optimizer, resolve_device, resolve_precision
+from lifecycle.trainer import Trainer, build_optimizer, resolve_device, resolve_precision
 
 
 def bare_loop(task, model, loader, device, precision, epochs: int) -> list[float]:

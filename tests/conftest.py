@@ -91,3 +91,16 @@ def project(tmp_path: Path, tiny_params: dict[str, Any]) -> Path:
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-qm", "tiny project"], root)
     return root
+
+
+@pytest.fixture
+def prepared(tmp_path: Path, tiny_params: dict[str, Any]):
+    """Tiny data collected and split in a temp root, ready for training."""
+    from lifecycle.paths import TaskPaths
+    from lifecycle.stages.collect import collect
+    from lifecycle.stages.split import split
+
+    paths = TaskPaths(tmp_path, "classify")
+    collect(make_task(tiny_params), paths)
+    split(make_task(tiny_params), paths)
+    return paths

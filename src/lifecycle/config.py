@@ -101,7 +101,7 @@ class PromoteConfig(Strict):
 
     min: dict[str, float] = Field(default_factory=dict, description="test metric -> lowest acceptable value")
     max: dict[str, float] = Field(default_factory=dict, description="test metric -> highest acceptable value")
-    min_delta: float = Field(0.0, ge=0, description="required gain of the primary metric over production")
+    min_delta: float = Field(0.0, ge=0, description="required gain of the primary metric over production (0: any gain)")
     serving_check_samples: int = Field(32, ge=1, description="test inputs the served candidate must answer")
     tolerance: float = Field(1e-4, ge=0, description="largest confidence difference served vs offline")
 

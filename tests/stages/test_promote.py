@@ -6,10 +6,8 @@ from conftest import make_task
 from lifecycle import registry
 from lifecycle.atomic import read_jsonl, write_jsonl
 from lifecycle.paths import TaskPaths
-from lifecycle.stages.collect import collect
 from lifecycle.stages.evaluate import evaluate
 from lifecycle.stages.promote import promote
-from lifecycle.stages.split import split
 from lifecycle.stages.train import train
 
 pytestmark = pytest.mark.slow
@@ -31,35 +29,27 @@ def trained(paths: TaskPaths, params: dict, **train_overrides) -> dict:
     return evaluate(task, paths)
 
 
-@pytest.fixture
-def paths(tmp_path, tiny_params):
-    paths = TaskPaths(tmp_path, "classify")
-    collect(make_task(tiny_params), paths)
-    split(make_task(tiny_params), paths)
-    return paths
-
-
-def test_first_promoted_worse_rejected_better_promoted_then_rollback(paths, tiny_params, empty_store):
-    weak = trained(paths, tiny_params, epochs=1, lr=1e-5)
-    first = promote(make_task(tiny_params), paths)
+def test_first_promoted_worse_rejected_better_promoted_then_rollback(prepared, tiny_params, empty_store):
+    weak = trained(prepared, tiny_params, epochs=1, lr=1e-5)
+    first = promote(make_task(tiny_params), prepared)
     assert first["promoted"] and "first production model" in first["summary"]
     stored = registry.production("classify")
     assert stored.tag == first["stored_as"]
     assert stored.metadata["metrics"]["accuracy"] == pytest.approx(weak["accuracy"])
     assert json.loads(stored.metadata["params"])["train"]["epochs"] == 1 and "git_revision" in stored.metadata
-    assert (paths.reports("promote") / "decision.md").read_text().startswith("# classify: PROMOTED")
+    assert (prepared.reports("promote") / "decision.md").read_text().startswith("# classify: PROMOTED")
 
-    again = promote(make_task(tiny_params), paths)
+    again = promote(make_task(tiny_params), prepared)
     assert not again["promoted"] and "does not beat production" in again["summary"]
     assert registry.production("classify").tag == first["stored_as"]
 
     tiny_params["classify"]["promote"] = {"min": {"accuracy": 0.99}}
-    strong = trained(paths, tiny_params, epochs=8, lr=0.003, batch_size=16)
-    gated = promote(make_task(tiny_params), paths)
+    strong = trained(prepared, tiny_params, epochs=8, lr=0.003, batch_size=16)
+    gated = promote(make_task(tiny_params), prepared)
     assert not gated["promoted"] and f"test accuracy {strong['accuracy']:.4f} is below 0.99" in gated["summary"]
 
     tiny_params["classify"]["promote"] = {"min": {"accuracy": strong["accuracy"] - 0.01}}  # now it passes
-    better = promote(make_task(tiny_params), paths)
+    better = promote(make_task(tiny_params), prepared)
     assert strong["accuracy"] > weak["accuracy"] + 0.1
     assert better["promoted"], better["summary"]
     assert better["production_before"] == first["stored_as"]
@@ -75,19 +65,19 @@ def test_first_promoted_worse_rejected_better_promoted_then_rollback(paths, tiny
         registry.rollback("classify")
 
 
-def test_candidate_failing_the_serving_check_is_not_promoted(paths, tiny_params, empty_store):
-    trained(paths, tiny_params)
-    predictions_file = paths.reports("evaluate") / "predictions.jsonl"
+def test_candidate_failing_the_serving_check_is_not_promoted(prepared, tiny_params, empty_store):
+    trained(prepared, tiny_params)
+    predictions_file = prepared.reports("evaluate") / "predictions.jsonl"
     rows = read_jsonl(predictions_file)
     for row in rows:  # offline answers the served model will not reproduce
         row["prediction"]["confidence"] = min(1.0, row["prediction"]["confidence"] + 0.01)
     write_jsonl(predictions_file, rows)
 
-    decision = promote(make_task(tiny_params), paths)
+    decision = promote(make_task(tiny_params), prepared)
 
     assert not decision["promoted"] and "serving check failed" in decision["summary"]
     assert decision["serving_check"]["mismatch_count"] == decision["serving_check"]["checked"] > 0
     assert registry.production("classify") is None
     assert registry.get(decision["stored_as"]).stage == "rejected", "kept in the store, never deleted"
-    report = json.loads((paths.reports("promote") / "decision.json").read_text())
+    report = json.loads((prepared.reports("promote") / "decision.json").read_text())
     assert report["promoted"] is False

@@ -12,19 +12,8 @@ import yaml
 from conftest import make_task
 from lifecycle.atomic import read_jsonl
 from lifecycle.models import load_model
-from lifecycle.paths import TaskPaths
-from lifecycle.stages.collect import collect
 from lifecycle.stages.evaluate import evaluate
-from lifecycle.stages.split import split
 from lifecycle.stages.train import train
-
-
-@pytest.fixture
-def prepared(tmp_path, tiny_params):
-    paths = TaskPaths(tmp_path, "classify")
-    collect(make_task(tiny_params), paths)
-    split(make_task(tiny_params), paths)
-    return paths
 
 
 def test_train_then_evaluate_writes_model_metrics_and_pictures(prepared, tiny_params):
