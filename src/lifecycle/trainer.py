@@ -183,6 +183,41 @@ def train_one_epoch(
     return float(loss_sum) / max(seen, 1), seen
 
 
+@dataclass
+class RunState:
+    """What a checkpoint must capture to continue a run exactly: weights, optimiser, schedule, loss scaler and
+    every random stream (augmentations and dropout draw from torch's; shuffling from the loader's generator)."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    amp: AmpStep
+    generator: torch.Generator | None
+    device: torch.device
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.amp.scaler.state_dict(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "loader": self.generator.get_state() if self.generator is not None else None,
+                "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            },
+        }  # fmt: skip
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.amp.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if self.generator is not None and state["rng"]["loader"] is not None:
+            self.generator.set_state(state["rng"]["loader"])
+        if self.device.type == "cuda" and state["rng"]["cuda"] is not None:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+
+
 class Trainer:
     """Fits a task's model with early stopping on the task's primary validation metric, saving a resumable
     checkpoint after every epoch. `fingerprint` identifies the run (config + data): a checkpoint from a
@@ -206,24 +241,15 @@ class Trainer:
         task, cfg, device = self.task, self.cfg, self.device
         model.to(device)
         optimizer = build_optimizer(model, cfg)
-        scheduler = build_scheduler(optimizer, cfg, len(train_loader))
-        amp = AmpStep(device, self.precision, cfg.grad_clip)
+        run = RunState(model, optimizer, build_scheduler(optimizer, cfg, len(train_loader)),
+                       AmpStep(device, self.precision, cfg.grad_clip), train_loader.generator, device)  # fmt: skip
         sign = 1.0 if task.higher_is_better else -1.0
         result = FitResult(-sign * float("inf"), -1, 0, False, 0, str(device), self.precision)
         bad_epochs = 0
-        generator = train_loader.generator
 
         state = self.resumable_state()
         if state is not None:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            amp.scaler.load_state_dict(state["scaler"])
-            torch.set_rng_state(state["rng"]["torch"])
-            if generator is not None:
-                generator.set_state(state["rng"]["loader"])
-            if device.type == "cuda" and state["rng"].get("cuda") is not None:
-                torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+            run.restore(state)
             result.best_metric, result.best_epoch = state["best_metric"], state["best_epoch"]
             result.best_state_dict = state["best_model"]
             result.history = [EpochLog(**h) for h in state["history"]]
@@ -234,17 +260,8 @@ class Trainer:
                 on_epoch(entry)  # the callback sees the whole run, restored epochs included
 
         for epoch in range(result.epochs_run, cfg.epochs):
-            with tqdm(
-                total=len(train_loader), desc=f"{task.name} epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                disable=None if cfg.progress else True,
-            ) as bar:  # fmt: skip
-                start = time.perf_counter()
-                train_loss, seen = train_one_epoch(task, model, train_loader, optimizer, scheduler, amp, device, bar)
-                seconds = time.perf_counter() - start
-            val_loss, val_values, _ = run_eval(task, model, val_loader, device, amp)
-            val_metrics = scalar_metrics(val_values)
-            metric = val_metrics[task.primary_metric]
-            entry = EpochLog(epoch + 1, train_loss, val_loss, val_metrics, seen / seconds, scheduler.get_last_lr()[0])
+            entry = self._epoch(run, epoch, train_loader, val_loader)
+            metric = entry.val_metrics[task.primary_metric]
             result.history.append(entry)
             result.epochs_run = epoch + 1
             if sign * metric > sign * result.best_metric:
@@ -253,22 +270,11 @@ class Trainer:
             else:
                 bad_epochs += 1
             result.stopped_early = bad_epochs >= cfg.patience and epoch + 1 < cfg.epochs
-            log.info(
-                "%s epoch %d: train loss %.4f, val loss %.4f, val %s %.4f, %.0f samples/s",
-                task.name, epoch + 1, train_loss, val_loss, task.primary_metric, metric, entry.samples_per_second,
-            )  # fmt: skip
             if on_epoch is not None:
                 on_epoch(entry)
-            finished = result.stopped_early or epoch + 1 == cfg.epochs
             save_checkpoint(self.checkpoint_path, {
-                "fingerprint": self.fingerprint, "finished": finished, "epoch": epoch + 1,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": amp.scaler.state_dict(),
-                "rng": {
-                    "torch": torch.get_rng_state(),
-                    "loader": generator.get_state() if generator is not None else None,
-                    "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                },
+                **run.snapshot(), "fingerprint": self.fingerprint, "epoch": epoch + 1,
+                "finished": result.stopped_early or epoch + 1 == cfg.epochs,
                 "best_metric": result.best_metric, "best_epoch": result.best_epoch,
                 "best_model": result.best_state_dict, "bad_epochs": bad_epochs,
                 "history": [asdict(h) for h in result.history],
@@ -276,6 +282,26 @@ class Trainer:
             if result.stopped_early:
                 break
         return result
+
+    def _epoch(self, run: RunState, epoch: int, train_loader: DataLoader, val_loader: DataLoader) -> EpochLog:
+        """Train one epoch, then measure on the validation split."""
+        task, cfg = self.task, self.cfg
+        with tqdm(
+            total=len(train_loader), desc=f"{task.name} epoch {epoch + 1}/{cfg.epochs}", leave=False,
+            disable=None if cfg.progress else True,
+        ) as bar:  # fmt: skip
+            start = time.perf_counter()
+            train_loss, seen = train_one_epoch(task, run.model, train_loader, run.optimizer, run.scheduler, run.amp,
+                                               run.device, bar)  # fmt: skip
+            seconds = time.perf_counter() - start
+        val_loss, val_values, _ = run_eval(task, run.model, val_loader, run.device, run.amp)
+        val_metrics = scalar_metrics(val_values)
+        entry = EpochLog(epoch + 1, train_loss, val_loss, val_metrics, seen / seconds, run.scheduler.get_last_lr()[0])
+        log.info(
+            "%s epoch %d: train loss %.4f, val loss %.4f, val %s %.4f, %.0f samples/s", task.name, epoch + 1,
+            train_loss, val_loss, task.primary_metric, val_metrics[task.primary_metric], entry.samples_per_second,
+        )  # fmt: skip
+        return entry
 
     def resumable_state(self) -> dict[str, Any] | None:
         """The checkpoint of this same run, if it was interrupted; None when training must start afresh."""
