@@ -13,6 +13,7 @@ export DVC_NO_ANALYTICS                 := 1
 export ITERATIVE_DO_NOT_TRACK           := 1
 export GX_ANALYTICS_ENABLED             := false
 export HF_HUB_OFFLINE                   := 1
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 export PREFECT_HOME                     ?= $(CURDIR)/.prefect
 export BENTOML_HOME                     ?= $(CURDIR)/.bentoml
 export DVC_SITE_CACHE_DIR               ?= $(CURDIR)/.dvc/site-cache

@@ -15,7 +15,7 @@ from prefect.artifacts import create_markdown_artifact
 from lifecycle.paths import TaskPaths
 from lifecycle.reporting import run_summary, summary_markdown
 
-STAGES = ("collect", "validate", "split", "train", "evaluate", "promote")
+STAGES = ("collect", "validate", "split", "tune", "train", "evaluate", "promote")
 RETRIES = {"collect": 2}  # reading user folders can fail transiently; the other stages are deterministic
 
 

@@ -20,9 +20,9 @@ _STATE = Path(tempfile.mkdtemp(prefix="lifecycle-tests-"))
 
 def pytest_configure(config: pytest.Config) -> None:
     """Before any test module imports a library: telemetry off, all library state under a temp dir."""
-    from lifecycle.runtime import TELEMETRY_OFF
+    from lifecycle.runtime import PREFECT_STARTUP, TELEMETRY_OFF
 
-    os.environ.update(TELEMETRY_OFF)
+    os.environ.update({**TELEMETRY_OFF, **PREFECT_STARTUP})
     os.environ.update({
         "PREFECT_HOME": str(_STATE / "prefect"),
         "BENTOML_HOME": str(_STATE / "bentoml"),
@@ -47,6 +47,7 @@ TINY_CLASSIFY: dict[str, Any] = {
     "model": {"width": 4},
     "train": {"epochs": 2, "batch_size": 32, "lr": 0.01, "progress": False,
               "augment": [{"name": "RandomAffine", "args": {"degrees": 10}}]},
+    "tune": {"enabled": False},  # DVC needs every section a stage lists; tests of tuning switch it on
     "evaluate": {"batch_size": 64},
     "promote": {"min_delta": 0.0, "serving_check_samples": 16},
 }  # fmt: skip

@@ -63,3 +63,14 @@ def test_defaults_fill_missing_sections():
     params = parse_params({"tasks": ["classify"], "classify": {}})
     assert params.task("classify").split.train == pytest.approx(0.8)
     assert params.task("classify").validation.min_samples >= 1
+
+
+def test_overrides_replace_values_at_key_paths_and_revalidate(tiny_params):
+    from lifecycle.config import ConfigError, parse_params, with_overrides
+
+    section = parse_params(tiny_params).task("classify")
+    tuned = with_overrides(section, {"train.lr": 0.003, "train.augment.0.args.degrees": 3, "model.width": 8})
+    assert (tuned.train.lr, tuned.train.augment[0].args["degrees"], tuned.model.width) == (0.003, 3, 8)
+    assert section.train.lr == 0.01, "the original section is untouched"
+    with pytest.raises(ConfigError, match=r"train.lr: Input should be greater than 0"):
+        with_overrides(section, {"train.lr": -1})

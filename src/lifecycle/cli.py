@@ -12,7 +12,7 @@ from typing import Any
 
 from lifecycle.runtime import configure_environment, configure_logging
 
-STAGES = ("collect", "validate", "split", "train", "evaluate", "promote")
+STAGES = ("collect", "validate", "split", "tune", "train", "evaluate", "promote")
 
 
 def stage_function(stage: str) -> Callable[..., Any]:

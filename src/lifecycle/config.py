@@ -92,6 +92,70 @@ class TrainConfig(Strict):
         return v2.Compose(steps) if steps else None
 
 
+class SearchDimension(Strict):
+    """One dimension of the tuning search space: a range (`low`, `high`, optional `log` or `step`) or a list of
+    `choices`. A range whose bounds are both integers is searched over integers."""
+
+    low: int | float | None = None
+    high: int | float | None = None
+    log: bool = False
+    step: int | float | None = Field(None, gt=0)
+    choices: list[Any] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _range_or_choices(self) -> SearchDimension:
+        if self.choices is not None:
+            if self.low is not None or self.high is not None:
+                raise ValueError("give either choices or low/high, not both")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("a range needs both low and high (or give choices)")
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and (self.low <= 0 or self.step is not None):
+            raise ValueError("a log range needs low > 0 and no step")
+        return self
+
+    @property
+    def is_int(self) -> bool:
+        return all(isinstance(v, int) for v in (self.low, self.high)) and (self.step is None or isinstance(self.step, int))
+
+    def candidates(self) -> list[Any]:
+        """Values that must all give a valid config: the choices, or both ends of the range."""
+        return list(self.choices) if self.choices is not None else [self.low, self.high]
+
+    def distribution(self) -> Any:
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        if self.choices is not None:
+            return CategoricalDistribution(self.choices)
+        if self.is_int:
+            return IntDistribution(int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
+        return FloatDistribution(float(self.low), float(self.high), log=self.log, step=self.step)
+
+
+class TuneConfig(Strict):
+    """A hyperparameter search: Optuna's TPE sampler and median pruner, trials run by a Prefect task runner."""
+
+    enabled: bool = False
+    trials: int = Field(6, ge=1, description="finished trials the study needs; raise it to extend a search")
+    parallel: int = Field(2, ge=1, description="trials running at once")
+    epochs: int = Field(3, ge=1, description="epochs per trial (train.epochs is for the final model)")
+    runner: Literal["threads", "dask"] = "threads"
+    dask_address: str | None = Field(None, description="a running Dask scheduler; null starts a local cluster")
+    seed: int = 0
+    sampler_startup_trials: int = Field(3, ge=0, description="random trials before TPE models the space")
+    pruner_startup_trials: int = Field(2, ge=0, description="finished trials before the pruner compares")
+    pruner_warmup_epochs: int = Field(1, ge=0, description="epochs a trial runs before it can be pruned")
+    space: dict[str, SearchDimension] = Field(
+        default_factory=dict, description="config key path under model. or train. (e.g. train.lr) -> dimension"
+    )
+
+    def fingerprint_fields(self) -> dict[str, Any]:
+        """What defines the study; how many trials and how they run do not (so a search can be extended)."""
+        return self.model_dump(mode="json", exclude={"enabled", "trials", "parallel", "runner", "dask_address"})
+
+
 class EvaluateConfig(Strict):
     batch_size: int = Field(256, ge=1)
 
@@ -120,9 +184,83 @@ def task_schema(task: str) -> type[BaseModel]:
         split=(SplitConfig, Field(default_factory=SplitConfig)),
         model=(model, Field(default_factory=model)),
         train=(TrainConfig, Field(default_factory=TrainConfig)),
+        tune=(TuneConfig, Field(default_factory=TuneConfig)),
         evaluate=(EvaluateConfig, Field(default_factory=EvaluateConfig)),
         promote=(PromoteConfig, Field(default_factory=PromoteConfig)),
+        __validators__={"_space_keys": model_validator(mode="after")(_check_search_space)},
     )
+
+
+TUNABLE_SECTIONS = ("model", "train")
+
+
+def with_overrides(section: BaseModel, overrides: dict[str, Any]) -> Any:
+    """A task section with values replaced at dotted key paths (`train.lr`, `train.augment.0.args.degrees`);
+    raises ConfigError naming the key when a path does not exist or a value is invalid there."""
+    grouped: dict[str, dict[str, Any]] = {}
+    for key, value in overrides.items():
+        head, _, rest = key.partition(".")
+        if head not in TUNABLE_SECTIONS or not rest:
+            raise ConfigError(f"{key}: only {', '.join(s + '.<key>' for s in TUNABLE_SECTIONS)} keys can be tuned")
+        grouped.setdefault(head, {})[rest] = value
+    updates = {name: _replace(getattr(section, name), name, values) for name, values in grouped.items()}
+    return section.model_copy(update=updates)
+
+
+def _replace(model: BaseModel, prefix: str, values: dict[str, Any]) -> BaseModel:
+    data = model.model_dump(mode="json", by_alias=True)
+    for path, value in values.items():
+        parts = path.split(".")
+        node = data
+        for part in parts[:-1]:
+            node = _child(node, part, f"{prefix}.{path}")
+        _child(node, parts[-1], f"{prefix}.{path}")  # the leaf must exist: a typo must not add an ignored key
+        node[int(parts[-1]) if isinstance(node, list) else parts[-1]] = value
+    try:
+        return type(model).model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise ConfigError(f"{prefix}.{_key_path(err['loc'])}: {err['msg']} (got {err['input']!r})") from None
+
+
+def value_at(section: BaseModel, key: str) -> Any:
+    """The value at a dotted key path of a task section (`train.lr`)."""
+    node: Any = section.model_dump(mode="json", by_alias=True)
+    for part in key.split("."):
+        node = _child(node, part, key)
+    return node
+
+
+def load_overrides(path: Path) -> dict[str, Any]:
+    """The `overrides` mapping of a tuned-values file (see the tune stage); empty when the file is absent."""
+    if not path.exists():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    overrides = data.get("overrides", {}) if isinstance(data, dict) else None
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{path}: 'overrides' must be a mapping of key path -> value")
+    return overrides
+
+
+def _child(node: Any, part: str, key: str) -> Any:
+    try:
+        return node[int(part)] if isinstance(node, list) else node[part]
+    except (KeyError, IndexError, ValueError, TypeError):
+        raise ConfigError(f"{key}: no such key in the task's config ('{part}' not found)") from None
+
+
+def _check_search_space(section: BaseModel) -> BaseModel:
+    """Every tuning dimension must name an existing model/train key, and each of its values must be valid there."""
+    for key, dim in section.tune.space.items():
+        for value in dim.candidates():
+            try:
+                with_overrides(section, {key: value})
+            except ConfigError as e:
+                raise ValueError(f"tune.space['{key}'] = {value!r}: {e}") from None
+    return section
 
 
 @cache

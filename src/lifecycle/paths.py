@@ -49,5 +49,19 @@ class TaskPaths:
         """Resume state of the training run in progress; not a DVC output, so DVC never deletes it."""
         return self.models / "checkpoint.pt"
 
+    @property
+    def tuned(self) -> Path:
+        """The tune stage's best values (a DVC output); the train stage applies them over params.yaml."""
+        return self.models / "tuned.yaml"
+
+    @property
+    def study(self) -> Path:
+        """The Optuna study (SQLite); not a DVC output, so an interrupted search resumes from it."""
+        return self.models / "tune" / "study.db"
+
+    @property
+    def trial_checkpoints(self) -> Path:
+        return self.models / "tune" / "checkpoints"
+
     def reports(self, stage: str) -> Path:
         return self.root / "reports" / self.task / stage

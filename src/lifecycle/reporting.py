@@ -20,9 +20,11 @@ def run_summary(paths: TaskPaths) -> dict[str, Any]:
         "test": read_json(paths.reports("evaluate") / "metrics.json"),
         "train": read_json(paths.reports("train") / "summary.json"),
         "data": read_json(paths.reports("split") / "summary.json"),
+        "tuning": read_json(paths.reports("tune") / "summary.json"),
         "promotion": read_json(paths.reports("promote") / "decision.json"),
         "reports": {
             "data_docs": paths.reports("validate") / "data_docs" / "index.html",
+            "tuning_figures": paths.reports("tune") / "figures",
             "augmented_samples": paths.reports("train") / "augmented.png",
             "training_curves": paths.reports("train") / "live" / "plots" / "metrics",
             "evaluation_figures": paths.reports("evaluate") / "figures",
@@ -43,6 +45,17 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         f"Data: {data.get('train', '?')} train / {data.get('val', '?')} val / {data.get('test', '?')} test samples. "
         f"Training: {train.get('epochs_run', '?')} epochs on {train.get('device', '?')} ({train.get('precision', '?')}), "
         f"best epoch {train.get('best_epoch', '?')}, {train.get('samples_per_second', 0):.0f} samples/s.\n\n"
+        f"Tuning: {tuning_line(summary['tuning'], primary)}\n\n"
         f"Last promotion decision: {summary['promotion'].get('summary', 'none yet')}\n\n"
         f"Reports:\n{links}\n"
     )
+
+
+def tuning_line(tuning: dict[str, Any], primary: str) -> str:
+    if not tuning.get("enabled"):
+        return f"off ({tuning.get('reason', 'not run')})"
+    best, base = tuning.get(f"best_val_{primary}"), tuning.get(f"baseline_val_{primary}")
+    versus = f" vs {base:.4f} with params.yaml's values" if base is not None else ""
+    return (f"{tuning['trials']} trials ({tuning['complete']} complete, {tuning['pruned']} pruned, {tuning['fail']} failed) "
+            f"of {tuning['epochs_per_trial']} epochs in {tuning['seconds']:.0f} s; best val {primary} {best:.4f}{versus}; "
+            f"trained with {tuning['best_params']}")

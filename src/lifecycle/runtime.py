@@ -16,12 +16,14 @@ TELEMETRY_OFF = {
     "GX_ANALYTICS_ENABLED": "false",
     "HF_HUB_OFFLINE": "1",
 }
+# Prefect's temporary server migrates a fresh database before it answers: ~25 s on 2 cores, over the 20 s default.
+PREFECT_STARTUP = {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}
 
 
 def configure_environment(root: Path | None = None) -> None:
     """Set defaults (explicit settings in the environment win) for telemetry and state directories."""
     root = (root or Path.cwd()).resolve()
-    for key, value in TELEMETRY_OFF.items():
+    for key, value in {**TELEMETRY_OFF, **PREFECT_STARTUP}.items():
         os.environ.setdefault(key, value)
     state = {
         "PREFECT_HOME": root / ".prefect",

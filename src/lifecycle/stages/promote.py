@@ -127,7 +127,8 @@ def promote(task: Task, paths: TaskPaths) -> dict[str, Any]:
 
     if not decision.reasons:
         # BentoML metadata takes no nulls: the params travel as JSON text, unknown provenance as "".
-        info = {"metrics": decision.candidate, "params": json.dumps(task.cfg.model_dump(mode="json", by_alias=True)),
+        trained = load_model(paths.model)[0].cfg  # params.yaml with the tuned values the model was trained with
+        info = {"metrics": decision.candidate, "params": json.dumps(trained.model_dump(mode="json", by_alias=True)),
                 **{k: "" if v is None else v for k, v in provenance(paths).items()}}  # fmt: skip
         stored = registry.store_candidate(task.name, paths.model, info)
         decision.stored_as = stored.tag

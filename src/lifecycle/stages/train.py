@@ -10,8 +10,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from lifecycle.atomic import write_json
+from lifecycle.config import load_overrides, with_overrides
 from lifecycle.data import ManifestDataset, make_loader, rows_of_split
 from lifecycle.models import save_model
 from lifecycle.paths import TaskPaths
@@ -35,15 +37,26 @@ def run_fingerprint(task: Task, paths: TaskPaths) -> str:
     return digest.hexdigest()
 
 
-def train(task: Task, paths: TaskPaths) -> dict[str, Any]:
-    from dvclive import Live
-
+def build_loaders(task: Task, paths: TaskPaths) -> tuple[DataLoader, DataLoader]:
+    """Train (shuffled, augmented) and validation loaders over the split manifest."""
     cfg = task.cfg.train
-    seed_everything(cfg.seed)
     train_set = ManifestDataset(task, rows_of_split(paths.split_manifest, "train"), paths.raw, train=True)
     val_set = ManifestDataset(task, rows_of_split(paths.split_manifest, "val"), paths.raw, train=False)
     train_loader = make_loader(task, train_set, cfg.batch_size, shuffle=True, num_workers=cfg.num_workers, seed=cfg.seed)
     val_loader = make_loader(task, val_set, task.cfg.evaluate.batch_size, shuffle=False, num_workers=cfg.num_workers)
+    return train_loader, val_loader
+
+
+def train(task: Task, paths: TaskPaths) -> dict[str, Any]:
+    """Fit with params.yaml's settings, overridden by the tune stage's best values when it found any."""
+    from dvclive import Live
+
+    tuned = load_overrides(paths.tuned)
+    task = type(task)(with_overrides(task.cfg, tuned))
+    cfg = task.cfg.train
+    seed_everything(cfg.seed)
+    train_loader, val_loader = build_loaders(task, paths)
+    train_set, val_set = train_loader.dataset, val_loader.dataset
     model = task.build_model()
     report_dir = paths.reports("train")
     with torch.random.fork_rng():  # the preview must not shift the training run's random stream
@@ -75,6 +88,7 @@ def train(task: Task, paths: TaskPaths) -> dict[str, Any]:
         "train_samples": len(train_set),
         "val_samples": len(val_set),
         "samples_per_second": float(np.median([h.samples_per_second for h in result.history])),
+        "tuned": tuned,
     }
     save_model(paths.model, task, result.best_state_dict, {**summary, "primary_metric": task.primary_metric})
     write_json(report_dir / "summary.json", summary)

@@ -1,0 +1,292 @@
+"""Tune: an Optuna study over the search space the task declares in params.yaml (`tune.space`), with a TPE
+sampler and a median pruner fed the validation metric after every epoch. Each trial is a Prefect task, so the
+configured task runner runs them in parallel: threads, or a Dask cluster. The study lives in SQLite under the
+task's model directory, so an interrupted search resumes where it stopped; the best values go to a
+DVC-tracked file that the train stage applies over params.yaml."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prefect import flow, get_run_logger, task
+from prefect.futures import wait
+
+from lifecycle.atomic import atomic_path, write_json, write_text
+from lifecycle.config import task_schema, value_at, with_overrides
+from lifecycle.paths import TaskPaths
+from lifecycle.stages.train import build_loaders, run_fingerprint, seed_everything
+from lifecycle.tasks import get_task
+from lifecycle.tasks.base import Task
+from lifecycle.trainer import Trainer
+
+log = logging.getLogger(__name__)
+TUNED_HEADER = "# Written by `lifecycle tune`; the train stage applies `overrides` over params.yaml.\n"
+
+
+@dataclass(frozen=True)
+class Search:
+    """What a trial needs to find its study and data; plain values, so Dask can ship it to a worker process."""
+
+    task: str
+    config: dict[str, Any]  # the task's section of params.yaml, as JSON
+    root: str
+    study_name: str
+
+    def build_task(self) -> Task:
+        return get_task(self.task)(task_schema(self.task).model_validate(self.config))
+
+    @property
+    def paths(self) -> TaskPaths:
+        return TaskPaths(Path(self.root), self.task)
+
+
+def study_name(task: Task, paths: TaskPaths) -> str:
+    """Same search definition, model/train settings and data -> same study (resumed or extended)."""
+    cfg = task.cfg
+    definition = {"tune": cfg.tune.fingerprint_fields(), "model": cfg.model.model_dump(mode="json"),
+                  "train": cfg.train.model_dump(mode="json")}  # fmt: skip
+    digest = hashlib.sha256(json.dumps(definition, sort_keys=True).encode())
+    digest.update(paths.split_manifest.read_bytes())
+    return f"{task.name}-{digest.hexdigest()[:12]}"
+
+
+def open_study(search: Search, worker: int = 0, create: bool = False) -> Any:
+    import optuna
+
+    cfg = search.build_task().cfg.tune
+    search.paths.study.parent.mkdir(parents=True, exist_ok=True)
+    storage = optuna.storages.RDBStorage(
+        f"sqlite:///{search.paths.study}", engine_kwargs={"connect_args": {"timeout": 60}}  # parallel writers wait
+    )
+    sampler = optuna.samplers.TPESampler(
+        seed=cfg.seed + worker, n_startup_trials=cfg.sampler_startup_trials, constant_liar=True
+    )  # constant_liar: running trials count as bad guesses, so parallel workers spread out
+    pruner = optuna.pruners.MedianPruner(
+        n_startup_trials=cfg.pruner_startup_trials, n_warmup_steps=cfg.pruner_warmup_epochs
+    )
+    direction = "maximize" if get_task(search.task).higher_is_better else "minimize"
+    if create:
+        return optuna.create_study(storage=storage, study_name=search.study_name, direction=direction,
+                                   sampler=sampler, pruner=pruner, load_if_exists=True)  # fmt: skip
+    return optuna.load_study(study_name=search.study_name, storage=storage, sampler=sampler, pruner=pruner)
+
+
+def prepare_study(search: Search) -> Any:
+    """Create or reopen the study. A new one starts with params.yaml's values as its first trial (the baseline
+    that tuning must beat); trials left running by an interrupted search are failed and queued again."""
+    from optuna.trial import TrialState
+
+    study = open_study(search, create=True)
+    task = search.build_task()
+    if not study.trials:
+        defaults = {key: value_at(task.cfg, key) for key in task.cfg.tune.space}
+        if all(_within(dim, defaults[key]) for key, dim in task.cfg.tune.space.items()):
+            study.enqueue_trial(defaults, user_attrs={"baseline": True})
+        else:
+            log.warning("params.yaml's values lie outside tune.space; the study has no baseline trial")
+    for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        log.warning("trial %d was interrupted; it runs again with the same values", stale.number)
+        study.tell(stale.number, state=TrialState.FAIL)
+        first = stale.user_attrs.get("retry_of", stale.number)
+        study.enqueue_trial(stale.params, user_attrs={**stale.user_attrs, "retry_of": first})
+    return study
+
+
+@contextmanager
+def exclusive(lock_file: Path) -> Iterator[None]:
+    """An exclusive lock between threads and processes on this machine (each call opens its own descriptor)."""
+    with lock_file.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _within(dim: Any, value: Any) -> bool:
+    return value in dim.choices if dim.choices is not None else dim.low <= value <= dim.high
+
+
+def finished_trials(study: Any) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+@task(task_run_name="trial-{index}")
+def run_trial(search: Search, index: int) -> dict[str, Any]:
+    """Ask the study for values, train with them for `tune.epochs` epochs, tell the study the result."""
+    import optuna
+    from optuna.trial import TrialState
+
+    study = open_study(search, worker=index)
+    base = search.build_task()
+    with exclusive(search.paths.study.with_suffix(".lock")):  # SQLite ignores Optuna's row locks
+        trial = study.ask({key: dim.distribution() for key, dim in base.cfg.tune.space.items()})
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    trial_cfg = with_overrides(base.cfg, {**trial.params, "train.epochs": base.cfg.tune.epochs, "train.progress": False})
+    started = time.perf_counter()
+    try:
+        value = fit_trial(type(base)(trial_cfg), search.paths, trial)
+    except optuna.TrialPruned as pruned:
+        study.tell(trial, state=TrialState.PRUNED)
+        get_run_logger().info("trial %d pruned (%s): %s", trial.number, pruned, trial.params)
+        return {"number": trial.number, "state": "PRUNED", "params": trial.params}
+    except Exception as e:
+        trial.set_user_attr("error", f"{type(e).__name__}: {e}")
+        study.tell(trial, state=TrialState.FAIL)
+        raise
+    trial.set_user_attr("seconds", round(time.perf_counter() - started, 1))
+    study.tell(trial, value)
+    get_run_logger().info("trial %d: val %s %.4f with %s", trial.number, base.primary_metric, value, trial.params)
+    return {"number": trial.number, "state": "COMPLETE", "value": value, "params": trial.params}
+
+
+def fit_trial(task: Task, paths: TaskPaths, trial: Any) -> float:
+    """The train stage's loop on the trial's config; reports each epoch's validation metric so the pruner can
+    stop a hopeless trial. An interrupted trial resumes from its checkpoint when it is run again."""
+    import optuna
+
+    seed_everything(task.cfg.train.seed)
+    train_loader, val_loader = build_loaders(task, paths)
+    fingerprint = run_fingerprint(task, paths)
+    # Named after the first attempt, so a trial queued again after an interruption resumes its checkpoint.
+    checkpoint = paths.trial_checkpoints / f"trial-{trial.user_attrs.get('retry_of', trial.number)}.pt"
+
+    def report(entry: Any) -> None:
+        value = entry.val_metrics[task.primary_metric]
+        trial.report(value, entry.epoch)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"val {task.primary_metric} {value:.4f} at epoch {entry.epoch} is worse than the median of earlier trials")
+
+    try:
+        result = Trainer(task, task.cfg.train, checkpoint, fingerprint).fit(
+            task.build_model(), train_loader, val_loader, on_epoch=report
+        )
+    except optuna.TrialPruned:
+        checkpoint.unlink(missing_ok=True)
+        raise
+    checkpoint.unlink(missing_ok=True)
+    return result.best_metric
+
+
+def task_runner(cfg: Any) -> Any:
+    """Threads by default; a Dask cluster (local, or at `tune.dask_address`) when `tune.runner: dask`."""
+    if cfg.runner == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if cfg.dask_address:
+            return DaskTaskRunner(address=cfg.dask_address)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": cfg.parallel, "threads_per_worker": 1,
+                                              "processes": True, "dashboard_address": None})  # fmt: skip
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    return ThreadPoolTaskRunner(max_workers=cfg.parallel)
+
+
+@flow(name="tune", log_prints=True)
+def search_flow(search: Search) -> dict[str, Any]:
+    """Run the trials the study still needs, in parallel on the flow's task runner, then write the results."""
+    started = time.perf_counter()
+    study = prepare_study(search)
+    cfg = search.build_task().cfg.tune
+    remaining = max(cfg.trials - finished_trials(study), 0)
+    get_run_logger().info("study %s: %d finished, %d to run", search.study_name, finished_trials(study), remaining)
+    futures = [run_trial.submit(search, index) for index in range(remaining)]
+    wait(futures)
+    failed = [f.state.message for f in futures if f.state.is_failed()]
+    return write_results(search, open_study(search), failed, time.perf_counter() - started)
+
+
+def tune(task: Task, paths: TaskPaths) -> dict[str, Any]:
+    cfg = task.cfg.tune
+    if not cfg.enabled or not cfg.space:
+        reason = "tune.enabled is false" if not cfg.enabled else "tune.space is empty"
+        write_tuned(paths, {"overrides": {}, "reason": reason})
+        out = paths.reports("tune")
+        write_text(out / "trials.csv", "number,state,value\n")  # DVC expects every declared output
+        write_text(out / "figures" / "README.txt", f"No search was run: {reason}.\n")
+        summary = {"enabled": False, "reason": reason}
+        write_json(out / "summary.json", summary)
+        return summary
+    search = Search(task.name, task.cfg.model_dump(mode="json", by_alias=True), str(paths.root),
+                    study_name(task, paths))  # fmt: skip
+    return search_flow.with_options(task_runner=task_runner(cfg))(search)
+
+
+def write_tuned(paths: TaskPaths, content: dict[str, Any]) -> None:
+    write_text(paths.tuned, TUNED_HEADER + yaml.safe_dump(content, sort_keys=False))
+
+
+def write_results(search: Search, study: Any, failed: list[str], seconds: float) -> dict[str, Any]:
+    """tuned.yaml (the best values), summary.json, trials.csv and the history/importance plots."""
+    from optuna.trial import TrialState
+
+    task, paths = search.build_task(), search.paths
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        raise RuntimeError(f"tune: no trial of study {search.study_name} completed; failures: {failed or 'none'}")
+    best = study.best_trial
+    baseline = next((t for t in complete if t.user_attrs.get("baseline")), None)
+    metric = f"val_{task.primary_metric}"
+    states = [t.state.name.lower() for t in study.trials]
+    summary = {
+        "enabled": True, "study": search.study_name, "runner": task.cfg.tune.runner,
+        "epochs_per_trial": task.cfg.tune.epochs, "trials": len(study.trials),
+        **{state: states.count(state) for state in ("complete", "pruned", "fail")},
+        "best_trial": best.number, f"best_{metric}": best.value, "best_params": best.params,
+        f"baseline_{metric}": baseline.value if baseline else None,
+        "gain_over_baseline": (best.value - baseline.value) * (1 if task.higher_is_better else -1) if baseline else None,
+        "seconds": round(seconds, 1), "failures_this_run": failed,
+    }  # fmt: skip
+    out = paths.reports("tune")
+    write_tuned(paths, {"study": search.study_name, "trial": best.number, metric: best.value,
+                        "overrides": best.params})  # fmt: skip
+    with atomic_path(out / "trials.csv") as tmp:
+        study.trials_dataframe(attrs=("number", "state", "value", "params", "duration", "user_attrs")).to_csv(
+            tmp, index=False
+        )
+    summary["figures"] = plot_study(study, out / "figures")
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def plot_study(study: Any, out_dir: Path) -> dict[str, str]:
+    """Optimisation history and parameter importances as PNGs; a figure that needs more trials is skipped
+    with the reason recorded."""
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.exceptions import ExperimentalWarning
+    from optuna.visualization import matplotlib as optuna_plots
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, str] = {}
+    for name, draw in (("history", optuna_plots.plot_optimization_history),
+                       ("importance", optuna_plots.plot_param_importances)):  # fmt: skip
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                axes = draw(study)
+            with atomic_path(out_dir / f"{name}.png") as tmp:
+                axes.figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+            plt.close(axes.figure)
+            figures[name] = f"{out_dir.name}/{name}.png"  # relative to the report directory
+        except (ValueError, RuntimeError) as e:  # e.g. importances need two finished trials that differ
+            figures[name] = f"skipped: {e}"
+    return figures
