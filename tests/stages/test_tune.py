@@ -67,7 +67,7 @@ def test_interrupted_search_resumes_and_retries_the_running_trial(tiny_params, p
     search = Search("classify", task.cfg.model_dump(mode="json", by_alias=True), str(prepared.root),
                     study_name(task, prepared))  # fmt: skip
     # What a killed search leaves behind: the baseline finished, the next trial RUNNING with a reported epoch.
-    study = prepare_study(search)
+    study = prepare_study(search, task)
     distributions = {k: d.distribution() for k, d in task.cfg.tune.space.items()}
     done = study.ask(distributions)
     study.tell(done, 0.5)
@@ -76,7 +76,7 @@ def test_interrupted_search_resumes_and_retries_the_running_trial(tiny_params, p
 
     tune(task, prepared)
 
-    trials = open_study(search).trials
+    trials = open_study(search, task).trials
     assert trials[interrupted.number].state == TrialState.FAIL
     retry = next(t for t in trials if t.user_attrs.get("retry_of") == interrupted.number)
     assert retry.params == interrupted.params and retry.state in (TrialState.COMPLETE, TrialState.PRUNED)
@@ -84,10 +84,10 @@ def test_interrupted_search_resumes_and_retries_the_running_trial(tiny_params, p
 
     before = len(trials)
     tune(task, prepared)  # the study already has its trials: nothing runs again
-    assert len(open_study(search).trials) == before
+    assert len(open_study(search, task).trials) == before
     extended = with_tuning(tiny_params, trials=4, parallel=1)  # a bigger budget extends the same study
     tune(make_task(extended), prepared)
-    assert len(open_study(search).trials) == before + 1
+    assert len(open_study(search, task).trials) == before + 1
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import random
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,11 +31,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def fingerprint(definition: dict[str, Any], manifest: Path) -> str:
+    """A digest of a JSON-able definition and the exact split manifest it runs on."""
+    digest = hashlib.sha256(json.dumps(definition, sort_keys=True).encode())
+    digest.update(manifest.read_bytes())
+    return digest.hexdigest()
+
+
 def run_fingerprint(task: Task, paths: TaskPaths) -> str:
     """Identifies a training run: the task's whole config and the exact split manifest."""
-    digest = hashlib.sha256(json.dumps(task.cfg.model_dump(mode="json"), sort_keys=True).encode())
-    digest.update(paths.split_manifest.read_bytes())
-    return digest.hexdigest()
+    return fingerprint(task.cfg.model_dump(mode="json"), paths.split_manifest)
 
 
 def build_loaders(task: Task, paths: TaskPaths) -> tuple[DataLoader, DataLoader]:

@@ -7,8 +7,6 @@ DVC-tracked file that the train stage applies over params.yaml."""
 from __future__ import annotations
 
 import fcntl
-import hashlib
-import json
 import logging
 import os
 import socket
@@ -26,7 +24,7 @@ from prefect.futures import wait
 from lifecycle.atomic import atomic_path, write_json, write_text
 from lifecycle.config import task_schema, value_at, with_overrides
 from lifecycle.paths import TaskPaths
-from lifecycle.stages.train import build_loaders, run_fingerprint, seed_everything
+from lifecycle.stages.train import build_loaders, fingerprint, run_fingerprint, seed_everything
 from lifecycle.tasks import get_task
 from lifecycle.tasks.base import Task
 from lifecycle.trainer import Trainer
@@ -57,15 +55,13 @@ def study_name(task: Task, paths: TaskPaths) -> str:
     cfg = task.cfg
     definition = {"tune": cfg.tune.fingerprint_fields(), "model": cfg.model.model_dump(mode="json"),
                   "train": cfg.train.model_dump(mode="json")}  # fmt: skip
-    digest = hashlib.sha256(json.dumps(definition, sort_keys=True).encode())
-    digest.update(paths.split_manifest.read_bytes())
-    return f"{task.name}-{digest.hexdigest()[:12]}"
+    return f"{task.name}-{fingerprint(definition, paths.split_manifest)[:12]}"
 
 
-def open_study(search: Search, worker: int = 0, create: bool = False) -> Any:
+def open_study(search: Search, task: Task, worker: int = 0, create: bool = False) -> Any:
     import optuna
 
-    cfg = search.build_task().cfg.tune
+    cfg = task.cfg.tune
     search.paths.study.parent.mkdir(parents=True, exist_ok=True)
     storage = optuna.storages.RDBStorage(
         f"sqlite:///{search.paths.study}", engine_kwargs={"connect_args": {"timeout": 60}}  # parallel writers wait
@@ -76,20 +72,19 @@ def open_study(search: Search, worker: int = 0, create: bool = False) -> Any:
     pruner = optuna.pruners.MedianPruner(
         n_startup_trials=cfg.pruner_startup_trials, n_warmup_steps=cfg.pruner_warmup_epochs
     )
-    direction = "maximize" if get_task(search.task).higher_is_better else "minimize"
+    direction = "maximize" if task.higher_is_better else "minimize"
     if create:
         return optuna.create_study(storage=storage, study_name=search.study_name, direction=direction,
                                    sampler=sampler, pruner=pruner, load_if_exists=True)  # fmt: skip
     return optuna.load_study(study_name=search.study_name, storage=storage, sampler=sampler, pruner=pruner)
 
 
-def prepare_study(search: Search) -> Any:
+def prepare_study(search: Search, task: Task) -> Any:
     """Create or reopen the study. A new one starts with params.yaml's values as its first trial (the baseline
     that tuning must beat); trials left running by an interrupted search are failed and queued again."""
     from optuna.trial import TrialState
 
-    study = open_study(search, create=True)
-    task = search.build_task()
+    study = open_study(search, task, create=True)
     if not study.trials:
         defaults = {key: value_at(task.cfg, key) for key in task.cfg.tune.space}
         if all(_within(dim, defaults[key]) for key, dim in task.cfg.tune.space.items()):
@@ -131,8 +126,8 @@ def run_trial(search: Search, index: int) -> dict[str, Any]:
     import optuna
     from optuna.trial import TrialState
 
-    study = open_study(search, worker=index)
     base = search.build_task()
+    study = open_study(search, base, worker=index)
     with exclusive(search.paths.study.with_suffix(".lock")):  # SQLite ignores Optuna's row locks
         trial = study.ask({key: dim.distribution() for key, dim in base.cfg.tune.space.items()})
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
@@ -200,14 +195,15 @@ def task_runner(cfg: Any) -> Any:
 def search_flow(search: Search) -> dict[str, Any]:
     """Run the trials the study still needs, in parallel on the flow's task runner, then write the results."""
     started = time.perf_counter()
-    study = prepare_study(search)
-    cfg = search.build_task().cfg.tune
-    remaining = max(cfg.trials - finished_trials(study), 0)
-    get_run_logger().info("study %s: %d finished, %d to run", search.study_name, finished_trials(study), remaining)
+    task = search.build_task()
+    study = prepare_study(search, task)
+    finished = finished_trials(study)
+    remaining = max(task.cfg.tune.trials - finished, 0)
+    get_run_logger().info("study %s: %d finished, %d to run", search.study_name, finished, remaining)
     futures = [run_trial.submit(search, index) for index in range(remaining)]
     wait(futures)
     failed = [f.state.message for f in futures if f.state.is_failed()]
-    return write_results(search, open_study(search), failed, time.perf_counter() - started)
+    return write_results(search, task, open_study(search, task), failed, time.perf_counter() - started)
 
 
 def tune(task: Task, paths: TaskPaths) -> dict[str, Any]:
@@ -230,11 +226,11 @@ def write_tuned(paths: TaskPaths, content: dict[str, Any]) -> None:
     write_text(paths.tuned, TUNED_HEADER + yaml.safe_dump(content, sort_keys=False))
 
 
-def write_results(search: Search, study: Any, failed: list[str], seconds: float) -> dict[str, Any]:
+def write_results(search: Search, task: Task, study: Any, failed: list[str], seconds: float) -> dict[str, Any]:
     """tuned.yaml (the best values), summary.json, trials.csv and the history/importance plots."""
     from optuna.trial import TrialState
 
-    task, paths = search.build_task(), search.paths
+    paths = search.paths
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         raise RuntimeError(f"tune: no trial of study {search.study_name} completed; failures: {failed or 'none'}")
