@@ -32,6 +32,21 @@ def run_stage(stage: str, task_name: str, params_path: Path, root: Path) -> Any:
     return stage_function(stage)(task, TaskPaths(root, task_name))
 
 
+def predict_command(args: argparse.Namespace) -> int:
+    from lifecycle.batch import predict_folder, production_or
+    from lifecycle.config import load_params
+    from lifecycle.serving import Predictor
+
+    params = load_params(args.params)
+    stored = production_or(args.task, args.model)
+    serve = params.task(args.task).serve
+    predictor = Predictor.from_store(stored, serve.device, serve.embedding_dims)
+    result = predict_folder(predictor, args.input_dir, args.out, args.batch_size or params.serving.batch_size)
+    print(f"{args.out}: {result.predicted} predictions by {result.model}, {len(result.failed)} unreadable inputs"
+          + "".join(f"\n  {f['input']}: {f['error']}" for f in result.failed), file=sys.stderr)  # fmt: skip
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lifecycle", description=__doc__)
     parser.add_argument("--log-level", default="INFO")
@@ -41,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--task", required=True, help="a registered task, e.g. classify")
         sub.add_argument("--params", type=Path, default=Path("params.yaml"))
         sub.add_argument("--root", type=Path, default=Path("."), help="project root (default: current directory)")
+    predict = commands.add_parser("predict", help="batch inference: predict every file of a folder")
+    predict.add_argument("input_dir", type=Path)
+    predict.add_argument("--task", required=True)
+    predict.add_argument("--out", type=Path, required=True, help="output file, .jsonl or .csv")
+    predict.add_argument("--model", help="a model tag from `lifecycle models` (default: the production model)")
+    predict.add_argument("--params", type=Path, default=Path("params.yaml"))
+    predict.add_argument("--batch-size", type=int, help="default: serving.batch_size in params.yaml")
     rollback = commands.add_parser("rollback", help="make the previous production model production again")
     rollback.add_argument("--task", required=True)
     listing = commands.add_parser("models", help="list a task's versions in the BentoML model store")
@@ -73,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
 
             for m in versions(args.task):
                 print(f"{m.tag}  {m.stage:<12} {m.created:%Y-%m-%d %H:%M}  {m.metadata.get('metrics', {})}")
+        elif args.command == "predict":
+            return predict_command(args)
         elif args.command == "check-params":
             print(f"{args.params}: ok, tasks {load_params(args.params).tasks}")
         else:

@@ -170,6 +170,25 @@ class PromoteConfig(Strict):
     tolerance: float = Field(1e-4, ge=0, description="largest confidence difference served vs offline")
 
 
+class ServeConfig(Strict):
+    """How the service answers this task: adaptive batching of concurrent requests, and the embedding it logs."""
+
+    max_batch_size: int = Field(32, ge=1, description="most requests merged into one model call")
+    max_latency_ms: int = Field(1000, ge=1, description="a request waiting longer than this is refused (503)")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    embedding_dims: int = Field(8, ge=1, description="size of the input embedding logged for drift monitoring")
+
+
+class ServingConfig(Strict):
+    """The HTTP service and batch inference, for every task."""
+
+    max_upload_mb: float = Field(10, gt=0, description="largest accepted request file")
+    log_dir: Path = Field(Path("logs/requests"), description="answered requests, JSON lines per task")
+    log_max_mb: float = Field(16, gt=0, description="a request log file rotates at this size")
+    log_backups: int = Field(10, ge=1, description="rotated files kept per log file")
+    batch_size: int = Field(64, ge=1, description="inputs per model call in batch inference (lifecycle predict)")
+
+
 @cache
 def task_schema(task: str) -> type[BaseModel]:
     """The schema of one task's section: its own collect and model settings plus the generic stages."""
@@ -187,6 +206,7 @@ def task_schema(task: str) -> type[BaseModel]:
         tune=(TuneConfig, Field(default_factory=TuneConfig)),
         evaluate=(EvaluateConfig, Field(default_factory=EvaluateConfig)),
         promote=(PromoteConfig, Field(default_factory=PromoteConfig)),
+        serve=(ServeConfig, Field(default_factory=ServeConfig)),
         __validators__={"_space_keys": model_validator(mode="after")(_check_search_space)},
     )
 
@@ -272,6 +292,7 @@ def params_schema() -> type[BaseModel]:
 
     class Root(Strict):
         tasks: list[str] = Field(min_length=1)
+        serving: ServingConfig = Field(default_factory=ServingConfig)
 
         @field_validator("tasks")
         @classmethod

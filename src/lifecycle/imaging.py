@@ -10,7 +10,10 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from lifecycle.tasks.base import InvalidInput
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 def inspect_image(data: bytes) -> dict[str, Any]:
@@ -30,20 +33,38 @@ def encode_png(pixels: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def load_gray(path: Path) -> torch.Tensor:
-    """A stored image as a uint8 1xHxW tensor (any mode converted to 8-bit grayscale)."""
-    return gray_tensor(Image.open(path))
+def decode_gray(data: bytes, max_side: int) -> torch.Tensor:
+    """Image bytes as a uint8 1xHxW tensor: any mode converted to 8-bit grayscale (CMYK, 16-bit, palette;
+    transparency composited on white). Raises InvalidInput for empty, unidentifiable, oversized or corrupt data;
+    the size is checked from the header, before any pixel is decoded."""
+    if not data:
+        raise InvalidInput("empty file: no image bytes received")
+    try:
+        img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise InvalidInput("not an image: the file is not in a format Pillow recognises (send PNG or JPEG)", 415) from None
+    except _DECODE_ERRORS as e:
+        raise InvalidInput(f"unreadable image: {e}") from None
+    if max(img.size) > max_side:
+        raise InvalidInput(f"image is {img.width}x{img.height} pixels; the largest accepted side is {max_side}", 413)
+    try:
+        img.load()  # decodes every pixel: a truncated file fails here
+        return gray_tensor(img)
+    except _DECODE_ERRORS as e:
+        raise InvalidInput(f"truncated or corrupt {img.format or ''} image: {e}".replace("  ", " ")) from None
 
 
 def gray_tensor(img: Image.Image) -> torch.Tensor:
     with img:
-        if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
             arr = np.asarray(img, dtype=np.float64)
             peak = 65535.0 if img.mode.startswith("I;16") else max(float(arr.max()), 1.0)
             arr = np.clip(arr / peak * 255.0, 0, 255).astype(np.uint8)
         else:
-            if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+            if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
                 img = composite_on_white(img)
+            elif img.mode == "CMYK":
+                img = img.convert("RGB")
             arr = np.asarray(img.convert("L"), dtype=np.uint8)
     return torch.from_numpy(arr.copy()).unsqueeze(0)
 

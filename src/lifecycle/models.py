@@ -24,13 +24,26 @@ def save_model(path: Path, task: Task, state_dict: dict[str, torch.Tensor], info
         torch.save(payload, tmp)
 
 
-def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[Task, nn.Module, dict[str, Any]]:
-    """(task, model in eval mode, info) from a model file; loads tensors only (`weights_only=True`)."""
+def _read(path: Path, device: torch.device | str, mmap: bool = False) -> dict[str, Any]:
     try:
-        payload = torch.load(path, map_location=device, weights_only=True)
+        return torch.load(path, map_location=device, weights_only=True, mmap=mmap)
     except FileNotFoundError:
         raise FileNotFoundError(f"no trained model at {path}; run the train stage first") from None
-    task = get_task(payload["task"])(task_schema(payload["task"]).model_validate(payload["config"]))
+
+
+def _task_of(payload: dict[str, Any]) -> Task:
+    return get_task(payload["task"])(task_schema(payload["task"]).model_validate(payload["config"]))
+
+
+def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[Task, nn.Module, dict[str, Any]]:
+    """(task, model in eval mode, info) from a model file; loads tensors only (`weights_only=True`)."""
+    payload = _read(path, device)
+    task = _task_of(payload)
     model = task.build_model()
     model.load_state_dict(payload["state_dict"])
     return task, model.to(device).eval(), payload["info"]
+
+
+def load_task(path: Path) -> Task:
+    """The task, configured as the model in `path` was trained, without loading its weights into memory."""
+    return _task_of(_read(path, "cpu", mmap=True))

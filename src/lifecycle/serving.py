@@ -1,9 +1,12 @@
-"""A model loaded for serving: decoded inputs in, post-processed predictions out. The service and the
-promotion's serving check both go through this class, so what is checked is what is served."""
+"""A model loaded for answering: prepared inputs in, post-processed predictions and input embeddings out.
+The BentoML service, batch inference (`lifecycle predict`) and the promotion's serving check all go through
+this class, so what is checked is what is served."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -11,28 +14,55 @@ import torch
 from lifecycle.models import load_model
 from lifecycle.registry import StoredModel
 from lifecycle.tasks.base import Task
-from lifecycle.trainer import AmpStep, resolve_device, resolve_precision
+from lifecycle.trainer import AmpStep, resolve_device, resolve_precision, to_device
+
+
+@dataclass(frozen=True)
+class Answer:
+    prediction: dict[str, Any]  # the task's JSON answer for one input
+    embedding: list[float]  # a low-dimensional view of the model's features of that input, for drift monitoring
 
 
 class Predictor:
-    def __init__(self, task: Task, model: torch.nn.Module, device: torch.device, tag: str) -> None:
+    def __init__(self, task: Task, model: torch.nn.Module, device: torch.device, tag: str, embedding_dims: int = 8):
         self.task = task
         self.model = model.eval()
         self.device = device
         self.tag = tag
+        self.embedding_dims = embedding_dims
         self.amp = AmpStep(device, resolve_precision(task.cfg.train.precision, device))
-        self.transform = task.transform(train=False)
+        self._projections: dict[int, torch.Tensor] = {}
 
     @classmethod
-    def from_store(cls, stored: StoredModel, device: str = "auto") -> Predictor:
+    def from_file(cls, model_file: Path, tag: str, device: str = "auto", embedding_dims: int = 8) -> Predictor:
         resolved = resolve_device(device)
-        task, model, _ = load_model(stored.model_file, resolved)
-        return cls(task, model, resolved, stored.tag)
+        task, model, _ = load_model(model_file, resolved)
+        return cls(task, model, resolved, tag, embedding_dims)
+
+    @classmethod
+    def from_store(cls, stored: StoredModel, device: str = "auto", embedding_dims: int = 8) -> Predictor:
+        return cls.from_file(stored.model_file, stored.tag, device, embedding_dims)
 
     @torch.no_grad()
-    def predict(self, raw_inputs: Sequence[torch.Tensor]) -> list[dict[str, Any]]:
-        """Predictions for decoded inputs (as `Task.load_input` returns them), one batch."""
-        batch = self.task.batch_inputs([self.transform(x, None)[0] for x in raw_inputs]).to(self.device)
+    def infer(self, prepared: Sequence[Any]) -> list[Answer]:
+        """Answers for a batch of prepared inputs (`Task.prepare` of decoded inputs)."""
+        batch = to_device(self.task.batch_inputs(prepared), self.device)
         with self.amp.autocast():
-            outputs = self.task.forward(self.model, batch)
-        return self.task.predict(outputs)
+            outputs, features = self.task.embed(self.model, batch)
+        embeddings = self._project(features.float().flatten(1).cpu())
+        return [Answer(p, e) for p, e in zip(self.task.predict(outputs), embeddings.tolist())]
+
+    def predict(self, raw_inputs: Sequence[torch.Tensor]) -> list[dict[str, Any]]:
+        """Predictions for decoded inputs (as `Task.decode` returns them), one batch."""
+        return [a.prediction for a in self.infer([self.task.prepare(x) for x in raw_inputs])]
+
+    def _project(self, features: torch.Tensor) -> torch.Tensor:
+        """A fixed random orthonormal projection (Johnson-Lindenstrauss) to `embedding_dims`: the same matrix in
+        every process, so served embeddings and the training reference are comparable."""
+        dims = features.shape[1]
+        if dims <= self.embedding_dims:
+            return features
+        if dims not in self._projections:
+            gaussian = torch.randn(dims, self.embedding_dims, generator=torch.Generator().manual_seed(dims))
+            self._projections[dims] = torch.linalg.qr(gaussian).Q
+        return features @ self._projections[dims]

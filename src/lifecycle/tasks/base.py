@@ -56,11 +56,22 @@ class InvalidSample(ValueError):
     """Raised by `Task.inspect` with the reason a sample is unusable."""
 
 
+class InvalidInput(ValueError):
+    """Raised by `Task.decode` for an input that cannot be answered; `status` is the HTTP status the service
+    returns (400 malformed, 413 too large, 415 not a supported kind of file)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class Task(ABC):
     """One task family. Subclasses set the class attributes and fill the hooks; `cfg` is the task's
     validated section of params.yaml (collect, validate, split, model, train, evaluate)."""
 
     name: ClassVar[str]
+    endpoint: ClassVar[str]  # the service's route, e.g. "classify" -> POST /classify
+    input_field: ClassVar[str] = "image"  # the multipart field holding the input file
     primary_metric: ClassVar[str]
     higher_is_better: ClassVar[bool] = True
     CollectConfig: ClassVar[type[BaseModel]]
@@ -88,8 +99,13 @@ class Task(ABC):
 
     # ---- model inputs -----------------------------------------------------------------------------
     @abstractmethod
+    def decode(self, data: bytes) -> torch.Tensor:
+        """Decode an input file's bytes into the tensor the transforms take (converting what can be converted);
+        raise InvalidInput saying what is wrong. The service, batch inference and training all decode this way."""
+
     def load_input(self, path: Path) -> torch.Tensor:
-        """Decode a stored sample file into the tensor the transforms take."""
+        """Decode a stored sample file."""
+        return self.decode(path.read_bytes())
 
     @abstractmethod
     def encode_target(self, label: Label) -> Any:
@@ -99,6 +115,10 @@ class Task(ABC):
     def transform(self, train: bool) -> Callable[[torch.Tensor, Any], tuple[Any, Any]]:
         """(input, target) -> (model input, target). Training applies `cfg.train.augment`; evaluation and
         serving call the same function with train=False, so preprocessing has one implementation."""
+
+    def prepare(self, raw_input: torch.Tensor) -> Any:
+        """One decoded input -> one model input, with the evaluation transform (serving and batch inference)."""
+        return self.transform(train=False)(raw_input, None)[0]
 
     def batch_inputs(self, inputs: Sequence[Any]) -> Any:
         """Transformed inputs -> one model input (training, evaluation and serving all batch this way)."""
@@ -117,6 +137,11 @@ class Task(ABC):
         return model(inputs)
 
     @abstractmethod
+    def embed(self, model: nn.Module, inputs: Any) -> tuple[Any, torch.Tensor]:
+        """(the outputs `forward` returns, one feature vector per input): one pass serves the prediction and the
+        input's embedding that drift monitoring compares."""
+
+    @abstractmethod
     def loss(self, outputs: Any, targets: Any) -> torch.Tensor:
         """A scalar training loss."""
 
@@ -128,6 +153,11 @@ class Task(ABC):
     @abstractmethod
     def predict(self, outputs: Any) -> list[dict[str, Any]]:
         """Post-process a batch of model outputs into one JSON-serialisable prediction per input."""
+
+    def confidence(self, prediction: dict[str, Any]) -> float | None:
+        """The one number saying how sure a prediction is (logged for monitoring)."""
+        value = prediction.get("confidence")
+        return None if value is None else float(value)
 
     @abstractmethod
     def descriptors(self, raw_input: torch.Tensor) -> dict[str, float]:

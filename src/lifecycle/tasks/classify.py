@@ -17,7 +17,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from lifecycle.atomic import atomic_path
 from lifecycle.config import Strict
-from lifecycle.imaging import IMAGE_SUFFIXES, image_descriptors, inspect_image, load_gray
+from lifecycle.imaging import IMAGE_SUFFIXES, decode_gray, image_descriptors, inspect_image
 from lifecycle.sources.folders import class_folders
 from lifecycle.sources.mnist import embedded_mnist
 from lifecycle.tasks import register_task
@@ -70,7 +70,11 @@ class DigitNet(nn.Module):
         self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x.contiguous(memory_format=torch.channels_last)))
+        return self.head(self.embed(x))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled features the head classifies."""
+        return self.features(x.contiguous(memory_format=torch.channels_last))
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,7 @@ class ImageTransform:
 
 @register_task("classify")
 class Classify(Task):
+    endpoint = "classify"
     primary_metric = "accuracy"
     higher_is_better = True
     CollectConfig = ClassifyCollect
@@ -122,8 +127,8 @@ class Classify(Task):
     def class_of(self, label: Label) -> str:
         return str(label)
 
-    def load_input(self, path: Path) -> torch.Tensor:
-        return load_gray(path)
+    def decode(self, data: bytes) -> torch.Tensor:
+        return decode_gray(data, self.cfg.validation.max_side)
 
     def encode_target(self, label: Label) -> int:
         return self.classes.index(label)
@@ -134,6 +139,10 @@ class Classify(Task):
     def build_model(self) -> nn.Module:
         m = self.cfg.model
         return DigitNet(len(self.classes), m.width, m.dropout)
+
+    def embed(self, model: DigitNet, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = model.embed(inputs)
+        return model.head(features), features
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(outputs.float(), targets, label_smoothing=self.cfg.model.label_smoothing)

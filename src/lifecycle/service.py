@@ -1,0 +1,216 @@
+"""The BentoML service: `POST /<endpoint>` for every task in params.yaml that has a production model, each backed
+by a batchable model service that merges concurrent requests into one model call (adaptive batching).
+
+    bentoml serve lifecycle.service:Lifecycle --host 127.0.0.1 --port 3000      (or `make serve`)
+
+The public service parses and checks the upload, decodes it with the task's own `decode` and `prepare` (the
+evaluation transform), asks the task's model service, answers, and logs the request for monitoring. Its routes are
+a Starlette app rather than `@bentoml.api` methods so that every bad input gets a 4xx JSON answer of our making
+(BentoML's own multipart parsing would also fetch URLs given in place of files). BentoML adds /healthz, /livez,
+/readyz and Prometheus /metrics. params.yaml is read from the working directory, or from $LIFECYCLE_PARAMS.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import bentoml
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from lifecycle import registry
+from lifecycle.config import ServeConfig, ServingConfig, load_params
+from lifecycle.models import load_task
+from lifecycle.requestlog import RequestLog
+from lifecycle.serving import Answer, Predictor
+from lifecycle.tasks import Task, get_task
+from lifecycle.tasks.base import InvalidInput
+
+logger = logging.getLogger(__name__)
+
+PARAMS_ENV = "LIFECYCLE_PARAMS"
+MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the file, allowed on top of max_upload_mb
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+class RequestError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Endpoint:
+    """What the public service holds for one task: the task as its model was trained, and where to log."""
+
+    task: Task
+    tag: str
+    model_attr: str  # the attribute of the public service holding the task's model-service dependency
+    log: RequestLog
+
+
+def model_service(task_name: str, stored: registry.StoredModel, cfg: ServeConfig) -> Any:
+    """A BentoML service for one stored model with one batchable API, `predict(list of prepared inputs)`."""
+
+    def __init__(self: Any) -> None:
+        ref = self.stored_model  # resolved from the store, or from the Bento's own models when served from a Bento
+        self.predictor = Predictor.from_file(Path(ref.path) / registry.MODEL_FILE, str(ref.tag), cfg.device,
+                                             cfg.embedding_dims)  # fmt: skip
+
+    def predict(self: Any, inputs: list[Any]) -> list[dict[str, Any]]:
+        return [asdict(answer) for answer in self.predictor.infer(inputs)]
+
+    attrs = {
+        "stored_model": bentoml.models.BentoModel(stored.tag),
+        "__init__": __init__,
+        "predict": bentoml.api(batchable=True, max_batch_size=cfg.max_batch_size, max_latency_ms=cfg.max_latency_ms)(
+            predict
+        ),
+    }
+    cls = type(f"{task_name.capitalize()}Model", (), attrs)
+    return bentoml.service(name=f"lifecycle-{task_name}-model", workers=1, traffic={"timeout": 60})(cls)
+
+
+def served_models(params: Any) -> dict[str, registry.StoredModel]:
+    """The production model of every task in params.yaml; tasks without one are left out with a warning."""
+    found = {}
+    for name in params.tasks:
+        stored = registry.production(name)
+        if stored is None:
+            logger.warning("task %s has no production model in the store; /%s is not served", name, get_task(name).endpoint)
+        else:
+            found[name] = stored
+    if not found:
+        raise RuntimeError(
+            f"no production model for any task in params.yaml ({', '.join(params.tasks)}) in the BentoML store "
+            f"{os.environ.get('BENTOML_HOME', '~/bentoml')}: run `make run` (or `lifecycle promote --task T`) first"
+        )
+    return found
+
+
+def build_service(params_path: Path) -> Any:
+    """The public service: one route per served task, each task's model service as a dependency."""
+    params = load_params(params_path)
+    stored = served_models(params)
+    dependencies = {f"{name}_model": bentoml.depends(model_service(name, s, params.task(name).serve))
+                    for name, s in stored.items()}  # fmt: skip
+    routes = [Route(f"/{get_task(name).endpoint}", _route(name), methods=["POST"]) for name in stored]
+    app = Starlette(routes=routes)
+
+    def __init__(self: Any) -> None:
+        import torch
+
+        torch.set_num_threads(1)  # decoding and resizing one input; the model services own the cores
+        self.serving = params.serving
+        self.endpoints = {
+            name: Endpoint(load_task(s.model_file), s.tag, f"{name}_model",
+                           RequestLog(params.serving.log_dir, name, int(params.serving.log_max_mb * 2**20),
+                                      params.serving.log_backups))
+            for name, s in stored.items()
+        }  # fmt: skip
+
+    cls = type("Lifecycle", (), {**dependencies, "__init__": __init__})
+    return bentoml.service(name="lifecycle", workers=1, traffic={"timeout": 60})(bentoml.asgi_app(app)(cls))
+
+
+def _route(task_name: str) -> Any:
+    async def answer(request: Request) -> JSONResponse:
+        service = bentoml.get_current_service()
+        return await respond(service, service.endpoints[task_name], request)
+
+    answer.__name__ = f"answer_{task_name}"
+    return answer
+
+
+async def respond(service: Any, endpoint: Endpoint, request: Request) -> JSONResponse:
+    started = time.perf_counter()
+    request_id = _request_id(request)
+    headers = {"X-Request-ID": request_id}
+    try:
+        data = await read_upload(request, endpoint.task.input_field, service.serving)
+        raw = await run_in_threadpool(endpoint.task.decode, data)
+        prepared = await run_in_threadpool(endpoint.task.prepare, raw)
+        model = getattr(service, endpoint.model_attr)
+        answer = Answer(**(await model.to_async.predict([prepared]))[0])
+        body = {**answer.prediction, "model": endpoint.tag}
+    except RequestError as e:
+        return JSONResponse({"error": str(e)}, status_code=e.status, headers=headers)
+    except InvalidInput as e:
+        return JSONResponse({"error": str(e)}, status_code=e.status, headers=headers)
+    except bentoml.exceptions.ServiceUnavailable as e:
+        return JSONResponse({"error": f"overloaded, try again: {e}"}, status_code=503, headers=headers)
+    except Exception:
+        logger.exception("request %s to /%s failed", request_id, endpoint.task.endpoint)
+        return JSONResponse({"error": f"internal error (request {request_id}); see the server log"}, status_code=500,
+                            headers=headers)  # fmt: skip
+    latency_ms = (time.perf_counter() - started) * 1000
+    await run_in_threadpool(log_request, endpoint, request_id, raw, answer, latency_ms)
+    return JSONResponse(body, headers=headers)
+
+
+async def read_upload(request: Request, field: str, limits: ServingConfig) -> bytes:
+    """The bytes of the multipart file field `field`, or a RequestError saying what is wrong with the request."""
+    max_bytes = int(limits.max_upload_mb * 2**20)
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise RequestError(415, f"send multipart/form-data with the file in the field '{field}' "
+                                f"(got Content-Type {content_type or 'none'!r})")  # fmt: skip
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes + MULTIPART_OVERHEAD:
+        raise RequestError(413, f"request body is {int(declared)} bytes; the limit is {limits.max_upload_mb:g} MB")
+    try:
+        form = await request.form(max_files=4, max_fields=16)
+    except Exception as e:  # python-multipart raises several types for malformed bodies
+        raise RequestError(400, f"malformed multipart body: {e}") from None
+    try:
+        upload = form.get(field)
+        if not isinstance(upload, UploadFile):
+            present = ", ".join(repr(k) for k in form.keys()) or "none"
+            problem = "is not a file" if upload is not None else "is missing"
+            raise RequestError(400, f"multipart field '{field}' {problem} (fields present: {present})")
+        data = await upload.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise RequestError(413, f"file '{upload.filename}' is over the {limits.max_upload_mb:g} MB limit")
+        return data
+    finally:
+        await form.close()
+
+
+def log_request(endpoint: Endpoint, request_id: str, raw: Any, answer: Answer, latency_ms: float) -> None:
+    """One line for monitoring; any failure (descriptors included) is logged by RequestLog, never raised."""
+    try:
+        record = {
+            "timestamp": datetime.now(timezone.utc).isoformat(),
+            "request_id": request_id,
+            "task": endpoint.task.name,
+            "model": endpoint.tag,
+            "descriptors": endpoint.task.descriptors(raw),
+            "prediction": answer.prediction,
+            "confidence": endpoint.task.confidence(answer.prediction),
+            "embedding": answer.embedding,
+            "latency_ms": round(latency_ms, 3),
+        }
+    except Exception:  # noqa: BLE001 - monitoring must never fail an answered request
+        logger.exception("could not describe request %s for the request log", request_id)
+        return
+    endpoint.log.write(record)
+
+
+def _request_id(request: Request) -> str:
+    given = request.headers.get("x-request-id", "")
+    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+Lifecycle = build_service(Path(os.environ.get(PARAMS_ENV, "params.yaml")))
