@@ -19,7 +19,7 @@ export BENTOML_HOME                     ?= $(CURDIR)/.bentoml
 export DVC_SITE_CACHE_DIR               ?= $(CURDIR)/.dvc/site-cache
 export MPLCONFIGDIR                     ?= $(CURDIR)/.cache/matplotlib
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test serve bento bench bench-serve clean
 
 setup: $(STAMP)
 
@@ -35,9 +35,20 @@ run: setup  ## the whole lifecycle for every task in params.yaml, through the Pr
 test: setup
 	$(BIN)/python -m pytest
 
+HOST ?= 127.0.0.1
+PORT ?= 3000
+serve: setup  ## serve the production models (after `make run`): POST /classify ... on $(HOST):$(PORT)
+	$(BIN)/bentoml serve lifecycle.service:Lifecycle --host $(HOST) --port $(PORT)
+
+bento: setup  ## build the Bento (service, code, params.yaml, production models, generated Dockerfile)
+	$(BIN)/bentoml build
+
 bench: setup  ## trainer throughput against a bare PyTorch loop and Lightning
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[bench]'
 	$(BIN)/python bench/train_throughput.py
+
+bench-serve: setup  ## served requests/s and latency with and without adaptive batching (after `make run`)
+	$(BIN)/python bench/serve_load.py
 
 clean:  ## remove generated data, models and reports (DVC's cache keeps their versions)
 	rm -rf data/raw data/prepared models reports .prefect

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import shutil
 import subprocess
@@ -105,3 +106,55 @@ def prepared(tmp_path: Path, tiny_params: dict[str, Any]):
     collect(make_task(tiny_params), paths)
     split(make_task(tiny_params), paths)
     return paths
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect server for every test that runs a flow (a fresh database takes ~25 s to migrate)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+        # At session teardown pytest has closed the captured streams Prefect's console handler writes to.
+        logging.getLogger("prefect").setLevel(logging.WARNING)
+
+
+def import_flow(project: Path, module: str, name: str):
+    """A flow object from the project copy's flows/ package."""
+    import importlib
+
+    sys.path.insert(0, str(project))
+    try:
+        return getattr(importlib.import_module(f"flows.{module}"), name)
+    finally:
+        sys.path.remove(str(project))
+
+
+@pytest.fixture(scope="session")
+def promoted(tmp_path_factory):
+    """A tiny classify project trained, evaluated and promoted: the production model of the test store.
+    Returns (paths, params, stored model)."""
+    import bentoml
+
+    from lifecycle import registry
+    from lifecycle.paths import TaskPaths
+    from lifecycle.stages.collect import collect
+    from lifecycle.stages.evaluate import evaluate
+    from lifecycle.stages.promote import promote
+    from lifecycle.stages.split import split
+    from lifecycle.stages.train import train
+
+    root = tmp_path_factory.mktemp("promoted")
+    params = {"tasks": ["classify"], "classify": copy.deepcopy(TINY_CLASSIFY),
+              "serving": {"log_dir": str(root / "logs" / "requests")}}  # fmt: skip
+    params["classify"]["train"].update(epochs=4, batch_size=16)
+    params["classify"]["serve"] = {"max_batch_size": 16, "max_latency_ms": 10000}
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    paths = TaskPaths(root, "classify")
+    for stage in (collect, split, train, evaluate):
+        stage(make_task(params), paths)
+    for model in registry.versions("classify"):
+        bentoml.models.delete(model.tag)
+    decision = promote(make_task(params), paths)
+    assert decision["promoted"], decision["summary"]
+    return paths, params, registry.get(decision["stored_as"])

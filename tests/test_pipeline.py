@@ -6,7 +6,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import run
+from conftest import import_flow, run
 
 pytestmark = pytest.mark.slow
 STAGES = ("collect", "validate", "split", "tune", "train", "evaluate", "promote")
@@ -38,19 +38,13 @@ def test_dvc_repro_runs_once_then_only_what_changed(project):
     assert ran_stages(dvc(project, "repro").stdout) == expected
 
 
-def test_prefect_flow_runs_the_dvc_stages_and_publishes_metrics(project):
+def test_prefect_flow_runs_the_dvc_stages_and_publishes_metrics(project, prefect_harness):
     from prefect.artifacts import Artifact
-    from prefect.testing.utilities import prefect_test_harness
 
-    sys.path.insert(0, str(project))
-    try:
-        from flows.training import lifecycle
-    finally:
-        sys.path.remove(str(project))
-    with prefect_test_harness(server_startup_timeout=120):
-        summary = lifecycle(task="classify", root=str(project))
-        artifact = Artifact.get("classify-metrics")
-        decision = Artifact.get("classify-promotion")
+    lifecycle = import_flow(project, "training", "lifecycle")
+    summary = lifecycle(task="classify", root=str(project))
+    artifact = Artifact.get("classify-metrics")
+    decision = Artifact.get("classify-promotion")
     assert summary["test"]["test_samples"] > 0
     assert 0 <= summary["test"]["accuracy"] <= 1
     lock = yaml.safe_load((project / "dvc.lock").read_text())

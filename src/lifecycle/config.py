@@ -173,7 +173,7 @@ class PromoteConfig(Strict):
 class ServeConfig(Strict):
     """How the service answers this task: adaptive batching of concurrent requests, and the embedding it logs."""
 
-    max_batch_size: int = Field(32, ge=1, description="most requests merged into one model call")
+    max_batch_size: int = Field(32, ge=1, description="most requests merged into one model call (1: no batching)")
     max_latency_ms: int = Field(1000, ge=1, description="a request waiting longer than this is refused (503)")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     embedding_dims: int = Field(8, ge=1, description="size of the input embedding logged for drift monitoring")

@@ -70,17 +70,16 @@ def model_service(task_name: str, stored: registry.StoredModel, cfg: ServeConfig
                                              cfg.embedding_dims)  # fmt: skip
 
     def predict(self: Any, inputs: list[Any]) -> list[dict[str, Any]]:
-        return [asdict(answer) for answer in self.predictor.infer(inputs)]
+        return [asdict(answer) for answer in self.predictor.infer([on_wire(x, back=True) for x in inputs])]
 
-    attrs = {
-        "stored_model": bentoml.models.BentoModel(stored.tag),
-        "__init__": __init__,
-        "predict": bentoml.api(batchable=True, max_batch_size=cfg.max_batch_size, max_latency_ms=cfg.max_latency_ms)(
-            predict
-        ),
-    }
+    if cfg.max_batch_size > 1:
+        api = bentoml.api(batchable=True, max_batch_size=cfg.max_batch_size, max_latency_ms=cfg.max_latency_ms)
+    else:  # BentoML's batchable APIs need a batch size above 1; one at a time is a plain API
+        api = bentoml.api()
+    attrs = {"stored_model": bentoml.models.BentoModel(stored.tag), "__init__": __init__, "predict": api(predict)}
     cls = type(f"{task_name.capitalize()}Model", (), attrs)
-    return bentoml.service(name=f"lifecycle-{task_name}-model", workers=1, traffic={"timeout": 60})(cls)
+    return bentoml.service(name=f"lifecycle-{task_name}-model", workers=1, traffic={"timeout": 60},
+                           logging={"access": {"enabled": False}})(cls)  # the public service logs each request
 
 
 def served_models(params: Any) -> dict[str, registry.StoredModel]:
@@ -140,10 +139,8 @@ async def respond(service: Any, endpoint: Endpoint, request: Request) -> JSONRes
     headers = {"X-Request-ID": request_id}
     try:
         data = await read_upload(request, endpoint.task.input_field, service.serving)
-        raw = await run_in_threadpool(endpoint.task.decode, data)
-        prepared = await run_in_threadpool(endpoint.task.prepare, raw)
-        model = getattr(service, endpoint.model_attr)
-        answer = Answer(**(await model.to_async.predict([prepared]))[0])
+        raw, prepared = await run_in_threadpool(decode_and_prepare, endpoint.task, data)
+        answer = await ask_model(getattr(service, endpoint.model_attr), prepared)
         body = {**answer.prediction, "model": endpoint.tag}
     except RequestError as e:
         return JSONResponse({"error": str(e)}, status_code=e.status, headers=headers)
@@ -158,6 +155,38 @@ async def respond(service: Any, endpoint: Endpoint, request: Request) -> JSONRes
     latency_ms = (time.perf_counter() - started) * 1000
     await run_in_threadpool(log_request, endpoint, request_id, raw, answer, latency_ms)
     return JSONResponse(body, headers=headers)
+
+
+def decode_and_prepare(task: Task, data: bytes) -> tuple[Any, Any]:
+    raw = task.decode(data)
+    return raw, on_wire(task.prepare(raw))
+
+
+def on_wire(obj: Any, back: bool = False) -> Any:
+    """Tensors as numpy arrays between the services (pickling a tensor costs a torch.save per call), and back."""
+    import torch
+
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(on_wire(v, back) for v in obj)
+    if isinstance(obj, dict):
+        return {k: on_wire(v, back) for k, v in obj.items()}
+    if back:
+        return torch.from_numpy(obj) if type(obj).__module__ == "numpy" else obj
+    return obj.numpy() if isinstance(obj, torch.Tensor) else obj
+
+
+async def ask_model(model: Any, prepared: Any, attempts: int = 3) -> Answer:
+    """One input through the model service's batchable `predict`. BentoML's client closes its HTTP session every
+    100 calls, cutting the calls still in flight on it ("Server disconnected"); those are retried on the new one."""
+    import aiohttp
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return Answer(**(await model.to_async.predict([prepared]))[0])
+        except aiohttp.ClientConnectionError:
+            if attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
 
 
 async def read_upload(request: Request, field: str, limits: ServingConfig) -> bytes:

@@ -97,3 +97,28 @@ def test_collect_reports_unusable_files_as_rejected(task, tmp_path):
     (landing / "no-such-label" / "x.png").write_bytes(b"garbage")
     rejected = [c for c in task.collect(landing) if isinstance(c, Rejected)]
     assert rejected and all(r.reason for r in rejected)
+
+
+def test_serving_hooks(task, samples):
+    """Every task is served by the generic service: a route, a multipart field, decode errors as 4xx, one
+    forward pass giving both the outputs and the embedding."""
+    from lifecycle.tasks.base import InvalidInput
+
+    endpoints = [get_task(name).endpoint for name in list_tasks()]
+    assert task.endpoint.isidentifier() and endpoints.count(task.endpoint) == 1
+    assert task.input_field in ("image", "audio")
+    for garbage in (b"", b"definitely not a sample"):
+        with pytest.raises(InvalidInput) as err:
+            task.decode(garbage)
+        assert 400 <= err.value.status < 500 and str(err.value)
+    decoded = task.decode(samples[0][2].data)
+    assert torch.equal(decoded, samples[0][0]), "decode(bytes) is what load_input gives training"
+
+    model = task.build_model().eval()
+    inputs = task.batch_inputs([task.prepare(x) for x, _, _ in samples])
+    with torch.no_grad():
+        outputs, features = task.embed(model, inputs)
+        expected = task.forward(model, inputs)
+    assert torch.allclose(outputs, expected) and features.shape[0] == len(samples)
+    for prediction in task.predict(outputs):
+        assert 0.0 <= task.confidence(prediction) <= 1.0

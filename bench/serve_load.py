@@ -1,0 +1,180 @@
+"""Serving load: N concurrent clients for T seconds against `bentoml serve` of the production model, with adaptive
+batching as params.yaml sets it and again with `max_batch_size: 1`, plus the raw batched `Predictor.infer` of the
+same model in-process (the limit). Prints requests/s, p50/p95/p99 latency and the ratios.
+
+    make bench-serve      # after `make run`; or: python bench/serve_load.py --clients 32 --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from lifecycle import registry
+from lifecycle.config import load_params
+from lifecycle.data import rows_of_split
+from lifecycle.paths import TaskPaths
+from lifecycle.serving import Predictor
+
+
+@dataclass
+class Load:
+    name: str
+    requests_per_s: float
+    latencies_ms: list[float]
+    errors: int
+
+    def percentile(self, q: float) -> float:
+        return statistics.quantiles(self.latencies_ms, n=100)[int(q) - 1] if len(self.latencies_ms) > 1 else float("nan")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def drive(url: str, field: str, inputs: list[bytes], clients: int, seconds: float) -> tuple[list[float], int]:
+    """`clients` loops, each posting one input after another until the deadline; (latencies of 200s, errors)."""
+    import aiohttp
+
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+
+    async def client(offset: int) -> None:
+        nonlocal errors
+        i = offset
+        async with aiohttp.ClientSession() as session:
+            while time.perf_counter() < deadline:
+                form = aiohttp.FormData()
+                form.add_field(field, inputs[i % len(inputs)], filename="input.png", content_type="image/png")
+                start = time.perf_counter()
+                async with session.post(url, data=form) as response:
+                    await response.read()
+                    if response.status == 200:
+                        latencies.append((time.perf_counter() - start) * 1000)
+                    else:
+                        errors += 1
+                i += clients
+
+    await asyncio.gather(*(client(k) for k in range(clients)))
+    return latencies, errors
+
+
+def serve_and_load(name: str, root: Path, params: dict, field: str, endpoint: str, inputs: list[bytes],
+                   clients: int, seconds: float, warmup: float) -> Load:  # fmt: skip
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        params_file = Path(tmp) / "params.yaml"
+        params_file.write_text(yaml.safe_dump({**params, "serving": {**params.get("serving", {}), "log_dir": tmp}}))
+        env = {**os.environ, "LIFECYCLE_PARAMS": str(params_file)}
+        cmd = [str(Path(sys.executable).parent / "bentoml"), "serve", "lifecycle.service:Lifecycle",
+               "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+        proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)  # fmt: skip
+        try:
+            wait_ready(f"http://127.0.0.1:{port}", proc)
+            url = f"http://127.0.0.1:{port}/{endpoint}"
+            asyncio.run(drive(url, field, inputs, clients, warmup))  # the dispatcher learns its latency model
+            started = time.perf_counter()
+            latencies, errors = asyncio.run(drive(url, field, inputs, clients, seconds))
+            elapsed = time.perf_counter() - started
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+    return Load(name, len(latencies) / elapsed, latencies, errors)
+
+
+def wait_ready(url: str, proc: subprocess.Popen) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"bentoml serve exited with {proc.returncode}; run it by hand to see why")
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise SystemExit("bentoml serve was not ready within 120 s")
+
+
+def raw_throughput(stored: registry.StoredModel, device: str, inputs: list[bytes], batch_size: int, seconds: float) -> float:
+    """Inputs/s of `Predictor.infer` on prepared batches of `batch_size`, in this process."""
+    predictor = Predictor.from_store(stored, device)
+    prepared = [predictor.task.prepare(predictor.task.decode(data)) for data in inputs]
+    batches = [(prepared * (batch_size // len(prepared) + 1))[i : i + batch_size] for i in range(0, batch_size * 4, batch_size)]
+    predictor.infer(batches[0])  # warm-up
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for batch in batches:
+            predictor.infer(batch)
+            done += len(batch)
+    return done / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="classify")
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--warmup", type=float, default=5)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = parser.parse_args()
+
+    root = Path.cwd()
+    raw_params = yaml.safe_load(args.params.read_text())
+    cfg = load_params(args.params).task(args.task)
+    stored = registry.production(args.task)
+    if stored is None:
+        raise SystemExit(f"no production model for {args.task}: run `make run` first")
+    from lifecycle.tasks import get_task
+
+    task_cls = get_task(args.task)
+    rows = rows_of_split(TaskPaths(root, args.task).split_manifest, "test")[:256]
+    inputs = [(TaskPaths(root, args.task).raw / row["path"]).read_bytes() for row in rows]
+    batch = cfg.serve.max_batch_size
+    print(f"{args.task}: {stored.tag}, {args.clients} clients x {args.seconds:g} s, max_batch_size {batch}, "
+          f"max_latency_ms {cfg.serve.max_latency_ms}, {os.cpu_count()} CPUs")  # fmt: skip
+
+    def with_batch(size: int) -> dict:
+        task_params = {**raw_params[args.task], "serve": {**raw_params[args.task].get("serve", {}), "max_batch_size": size}}
+        return {**raw_params, "tasks": [args.task], args.task: task_params}
+
+    loads = [
+        serve_and_load(f"adaptive batching (max {batch})", root, with_batch(batch), task_cls.input_field,
+                       task_cls.endpoint, inputs, args.clients, args.seconds, args.warmup),
+        serve_and_load("max_batch_size 1", root, with_batch(1), task_cls.input_field, task_cls.endpoint, inputs,
+                       args.clients, args.seconds, args.warmup),
+    ]  # fmt: skip
+    raw = raw_throughput(stored, cfg.serve.device, inputs, batch, min(args.seconds, 10))
+
+    print(f"\n{'configuration':<30} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    for load in loads:
+        print(f"{load.name:<30} {load.requests_per_s:>8.1f} {load.percentile(50):>8.1f} {load.percentile(95):>8.1f} "
+              f"{load.percentile(99):>8.1f} {load.errors:>7}")  # fmt: skip
+    print(f"{f'raw Predictor.infer, batch {batch}':<30} {raw:>8.1f}  (inputs/s, in-process)")
+    batched, single = loads
+    print("\nratios (targets on 2 CPU cores at 32 clients)")
+    print(f"  batching / max_batch_size 1 requests/s : {batched.requests_per_s / single.requests_per_s:6.2f}x  (>= 3)")
+    print(f"  batching / max_batch_size 1 p95        : {batched.percentile(95) / single.percentile(95):6.2f}x  (<= 1)")
+    print(f"  batching / raw batched throughput      : {batched.requests_per_s / raw:6.2f}x  (>= 0.6)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+"""The BentoML service, served for real: `bentoml serve` on 127.0.0.1 in a subprocess, a real HTTP client."""
+
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from lifecycle.atomic import read_jsonl
+from lifecycle.data import rows_of_split
+from lifecycle.paths import TaskPaths
+from lifecycle.registry import StoredModel
+from lifecycle.serving import Predictor
+from lifecycle.stages.promote import _same
+
+pytestmark = pytest.mark.slow
+
+TOLERANCE = 1e-4  # bf16 autocast: a batch's composition may move a confidence in the 5th decimal, never a label
+
+
+@dataclass
+class Server:
+    url: str
+    paths: TaskPaths
+    stored: StoredModel
+    log_dir: Path
+    offline: dict  # sample_id -> the evaluate stage's prediction
+    rows: list  # test-split manifest rows
+
+    def image(self, row: dict) -> bytes:
+        return (self.paths.raw / row["path"]).read_bytes()
+
+    def classify(self, client: httpx.Client, data: bytes, name: str = "digit.png", **kwargs) -> httpx.Response:
+        return client.post(f"{self.url}/classify", files={"image": (name, data, "image/png")}, **kwargs)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(promoted):
+    paths, params, stored = promoted
+    port = free_port()
+    log = (paths.root / "server.log").open("w")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "bentoml"), "serve", "lifecycle.service:Lifecycle",
+         "--host", "127.0.0.1", "--port", str(port)],
+        cwd=paths.root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while not _ready(url):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"bentoml serve did not start:\n{(paths.root / 'server.log').read_text()[-4000:]}")
+            time.sleep(0.5)
+        offline = {r["sample_id"]: r["prediction"] for r in read_jsonl(paths.reports("evaluate") / "predictions.jsonl")}
+        yield Server(url, paths, stored, Path(params["serving"]["log_dir"]) / "classify", offline,
+                     rows_of_split(paths.split_manifest, "test"))  # fmt: skip
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def batch_histogram(url: str) -> tuple[float, float]:
+    """(batches, inputs) the classify model service has run, from its Prometheus adaptive-batch-size histogram."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    totals = {}
+    for kind in ("count", "sum"):
+        pattern = rf'^bentoml_service_adaptive_batch_size_{kind}\{{[^}}]*service_name="lifecycle-classify-model"[^}}]*\}} (\S+)$'
+        totals[kind] = sum(float(v) for v in re.findall(pattern, text, flags=re.M))
+    return totals["count"], totals["sum"]
+
+
+def log_lines(server: Server) -> list[dict]:
+    return [json.loads(line) for path in sorted(server.log_dir.glob("requests-*.jsonl*")) for line in path.open()]
+
+
+def test_answers_match_offline_predictions(server):
+    with httpx.Client(timeout=30) as client:
+        for row in server.rows[:12]:
+            response = server.classify(client, server.image(row), headers={"X-Request-ID": f"test-{row['sample_id'][:8]}"})
+            assert response.status_code == 200, response.text
+            answer = response.json()
+            assert answer.pop("model") == server.stored.tag
+            assert _same(answer, server.offline[row["sample_id"]], TOLERANCE), (answer, server.offline[row["sample_id"]])
+            assert response.headers["X-Request-ID"] == f"test-{row['sample_id'][:8]}"
+            assert len(answer["top_k"]) == 3 and answer["top_k"][0]["label"] == answer["label"]
+
+
+def test_concurrent_requests_are_batched_and_still_match(server):
+    rows = server.rows[:48]
+    batches_before, inputs_before = batch_histogram(server.url)
+    with httpx.Client(timeout=60, limits=httpx.Limits(max_connections=48)) as client:
+        with ThreadPoolExecutor(max_workers=24) as pool:
+            responses = list(pool.map(lambda row: server.classify(client, server.image(row)), rows))
+    batches_after, inputs_after = batch_histogram(server.url)
+    assert [r.status_code for r in responses] == [200] * len(rows)
+    for row, response in zip(rows, responses):
+        answer = response.json()
+        answer.pop("model")
+        assert _same(answer, server.offline[row["sample_id"]], TOLERANCE), row["sample_id"]
+    assert inputs_after - inputs_before == len(rows), "every request reached the model service"
+    assert batches_after - batches_before < len(rows), "concurrent requests were merged into batches"
+
+
+def _png(array: np.ndarray, mode: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array, mode).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_every_bad_input_gets_a_4xx_json_error_and_the_server_keeps_answering(server):
+    good = server.image(server.rows[0])
+    url = f"{server.url}/classify"
+    cases = {
+        "not an image": (dict(files={"image": ("notes.txt", b"hello, I am text", "text/plain")}), 415, "not an image"),
+        "truncated image": (dict(files={"image": ("cut.png", good[: len(good) // 2], "image/png")}), 400, "truncated"),
+        "empty file": (dict(files={"image": ("empty.png", b"", "image/png")}), 400, "empty file"),
+        "empty body": (dict(), 415, "multipart/form-data"),
+        "empty multipart body": (dict(content=b"", headers={"Content-Type": "multipart/form-data; boundary=x"}), 400,
+                                 "multipart"),
+        "missing field": (dict(files={"picture": ("digit.png", good, "image/png")}), 400, "'image' is missing"),
+        "field is not a file": (dict(data={"image": "http://example.com/digit.png"}), 415, "multipart/form-data"),
+        "text field in multipart": (dict(files={"other": ("a.png", good, "image/png")}, data={"image": "x"}), 400,
+                                    "'image' is not a file"),
+        "wrong content type": (dict(json={"image": "aGVsbG8="}), 415, "multipart/form-data"),
+        "over 10 MB": (dict(files={"image": ("big.png", good + b"\0" * (10 * 2**20), "image/png")}), 413, "10 MB"),
+        "over 4096x4096 pixels": (dict(files={"image": ("wide.png", _png(np.zeros((8, 4097), np.uint8)), "image/png")}),
+                                  413, "4097x8 pixels"),
+    }  # fmt: skip
+    with httpx.Client(timeout=60) as client:
+        for name, (kwargs, status, message) in cases.items():
+            response = client.post(url, **kwargs)
+            assert response.status_code == status, (name, response.status_code, response.text)
+            assert message in response.json()["error"], (name, response.json())
+            assert server.classify(client, good).status_code == 200, f"the server still answers after: {name}"
+
+
+def test_cmyk_16_bit_and_alpha_images_are_converted_not_rejected(server):
+    row = server.rows[1]
+    gray = np.asarray(Image.open(io.BytesIO(server.image(row))).convert("L"))
+    rgba = np.dstack([gray, gray, gray, np.full_like(gray, 255)])
+    cmyk = io.BytesIO()
+    Image.fromarray(gray).convert("CMYK").save(cmyk, format="JPEG", quality=95)
+    lossless = {"16-bit": _png(gray.astype(np.uint16) * 257), "opaque alpha": _png(rgba, "RGBA")}
+    local = Predictor.from_store(server.stored, "cpu")
+    with httpx.Client(timeout=30) as client:
+        for name, data in {**lossless, "CMYK JPEG": cmyk.getvalue()}.items():
+            response = server.classify(client, data, name=f"{name}.img")
+            assert response.status_code == 200, (name, response.text)
+            answer = {k: v for k, v in response.json().items() if k != "model"}
+            expected = local.predict([local.task.decode(data)])[0]
+            assert _same(answer, expected, TOLERANCE), name
+            if name in lossless:
+                assert _same(answer, server.offline[row["sample_id"]], TOLERANCE), f"{name} decodes to the same pixels"
+
+
+def test_the_request_log_holds_one_valid_line_per_answered_request(server):
+    before = len(log_lines(server))
+    with httpx.Client(timeout=30) as client:
+        statuses = [server.classify(client, server.image(row)).status_code for row in server.rows[:5]]
+        statuses.append(server.classify(client, b"broken").status_code)
+    assert statuses == [200] * 5 + [415]
+    lines = log_lines(server)
+    assert len(lines) - before == 5, "answered requests only, each once"
+    for record in lines[before:]:
+        assert record["task"] == "classify" and record["model"] == server.stored.tag and record["request_id"]
+        assert set(record["descriptors"]) == {"width", "height", "intensity_mean", "intensity_std", "sharpness"}
+        assert record["prediction"]["label"] in [str(d) for d in range(10)]
+        assert record["confidence"] == record["prediction"]["confidence"]
+        assert len(record["embedding"]) == 8 and all(isinstance(v, float) for v in record["embedding"])
+        assert record["timestamp"].endswith("+00:00") and record["latency_ms"] > 0
+
+
+def test_health_and_metrics_endpoints(server):
+    for path in ("/healthz", "/livez", "/readyz"):
+        assert httpx.get(f"{server.url}{path}", timeout=10).status_code == 200
+    assert "bentoml_service_request_total" in httpx.get(f"{server.url}/metrics", timeout=10).text
+
+
+def test_bentoml_build_packages_the_service_and_the_production_model(server):
+    from conftest import REPO, run
+
+    for name in ("bentofile.yaml", "requirements.lock"):
+        (server.paths.root / name).write_bytes((REPO / name).read_bytes())
+    shutil.copytree(REPO / "src" / "lifecycle", server.paths.root / "src" / "lifecycle",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    bentoml = str(Path(sys.executable).parent / "bentoml")
+    out = run([bentoml, "build", "--output", "tag"], server.paths.root).stdout
+    tag = re.search(r"__tag__:(\S+)", out).group(1)
+    info = json.loads(run([bentoml, "get", tag, "-o", "json"], server.paths.root).stdout)
+    models = [m["tag"] for s in info["services"] for m in s.get("models", [])]
+    assert models == [server.stored.tag]
+    bento = Path(os.environ["BENTOML_HOME"]) / "bentos" / tag.replace(":", "/")
+    assert (bento / "env" / "docker" / "Dockerfile").exists()
+    assert (bento / "src" / "params.yaml").exists() and (bento / "src" / "src" / "lifecycle" / "service.py").exists()
