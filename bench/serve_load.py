@@ -3,6 +3,10 @@ batching as params.yaml sets it and again with `max_batch_size: 1`, plus the raw
 same model in-process (the limit). Prints requests/s, p50/p95/p99 latency and the ratios.
 
     make bench-serve      # after `make run`; or: python bench/serve_load.py --clients 32 --seconds 20
+    python bench/serve_load.py --width 64 --input-size 64   # an untrained, heavier copy of the model instead
+
+Batching pays when the model's own cost per request outweighs the two HTTP hops a request makes (client ->
+public service -> model service); `--width`/`--input-size` show how the ratios move as the model grows.
 """
 
 from __future__ import annotations
@@ -128,6 +132,22 @@ def raw_throughput(stored: registry.StoredModel, device: str, inputs: list[bytes
     return done / (time.perf_counter() - start)
 
 
+def store_scaled_model(task_name: str, params_file: Path, overrides: dict) -> None:
+    """An untrained copy of the task's model with `overrides` (e.g. model.width), as the production model of a
+    temporary BentoML store (throughput does not depend on the weights)."""
+    from lifecycle.config import with_overrides
+    from lifecycle.models import save_model
+    from lifecycle.tasks import get_task
+
+    home = Path(tempfile.mkdtemp(prefix="bench-bentoml-"))
+    os.environ["BENTOML_HOME"] = str(home)  # before anything imports bentoml
+    task = get_task(task_name)(with_overrides(load_params(params_file).task(task_name), overrides))
+    model_file = home / "scaled.pt"
+    save_model(model_file, task, task.build_model().state_dict(), {"bench": f"untrained, {overrides}"})
+    stored = registry.store_candidate(task_name, model_file, {})
+    registry.make_production(task_name, stored.tag)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="classify")
@@ -135,7 +155,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--warmup", type=float, default=5)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--width", type=int, help="serve an untrained copy of the model with this model.width")
+    parser.add_argument("--input-size", type=int, help="... and this model.input_size (classify)")
     args = parser.parse_args()
+    scaled = {k: v for k, v in (("model.width", args.width), ("model.input_size", args.input_size)) if v}
+    if scaled:
+        store_scaled_model(args.task, args.params, scaled)
 
     root = Path.cwd()
     raw_params = yaml.safe_load(args.params.read_text())
@@ -163,17 +188,20 @@ def main() -> None:
                        args.clients, args.seconds, args.warmup),
     ]  # fmt: skip
     raw = raw_throughput(stored, cfg.serve.device, inputs, batch, min(args.seconds, 10))
+    raw_single = raw_throughput(stored, cfg.serve.device, inputs, 1, min(args.seconds, 10))
 
     print(f"\n{'configuration':<30} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7}")
     for load in loads:
         print(f"{load.name:<30} {load.requests_per_s:>8.1f} {load.percentile(50):>8.1f} {load.percentile(95):>8.1f} "
               f"{load.percentile(99):>8.1f} {load.errors:>7}")  # fmt: skip
     print(f"{f'raw Predictor.infer, batch {batch}':<30} {raw:>8.1f}  (inputs/s, in-process)")
+    print(f"{'raw Predictor.infer, batch 1':<30} {raw_single:>8.1f}  (inputs/s, in-process)")
     batched, single = loads
     print("\nratios (targets on 2 CPU cores at 32 clients)")
     print(f"  batching / max_batch_size 1 requests/s : {batched.requests_per_s / single.requests_per_s:6.2f}x  (>= 3)")
     print(f"  batching / max_batch_size 1 p95        : {batched.percentile(95) / single.percentile(95):6.2f}x  (<= 1)")
     print(f"  batching / raw batched throughput      : {batched.requests_per_s / raw:6.2f}x  (>= 0.6)")
+    print(f"  raw batch {batch} / raw batch 1 (what batching can gain in the model itself): {raw / raw_single:.2f}x")
 
 
 if __name__ == "__main__":

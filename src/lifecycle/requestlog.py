@@ -22,11 +22,17 @@ class RequestLog:
         self._logger = logging.getLogger(f"lifecycle.requests.{task}.{os.getpid()}")
         self._logger.propagate = False
         self._logger.setLevel(logging.INFO)
-        if not self._logger.handlers:
+        if self._logger.handlers:
+            return
+        try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            handler = RotatingFileHandler(self.path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
-            handler.setFormatter(logging.Formatter("%(message)s"))
-            self._logger.addHandler(handler)
+            handler: logging.Handler = RotatingFileHandler(self.path, maxBytes=max_bytes, backupCount=backups,
+                                                           encoding="utf-8")  # fmt: skip
+        except OSError:  # the service still answers; monitoring has no data until this is fixed
+            logger.exception("cannot open the request log %s: requests will not be logged", self.path)
+            handler = logging.NullHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        self._logger.addHandler(handler)
 
     def write(self, record: dict[str, Any]) -> bool:
         """Append one record; a failure is reported in the server log and never raised (the answer matters more)."""
@@ -40,7 +46,7 @@ class RequestLog:
 
 def read_requests(directory: Path, task: str) -> Iterator[dict[str, Any]]:
     """Every logged request of a task, oldest file first; unparseable lines (a crash mid-write) are skipped."""
-    files = sorted((Path(directory) / task).glob("requests-*.jsonl*"), key=lambda p: p.stat().st_mtime)
+    files = sorted((Path(directory) / task).glob("requests-*.jsonl*"), key=_age)
     for path in files:
         with path.open(encoding="utf-8") as f:
             for line in f:
@@ -48,3 +54,9 @@ def read_requests(directory: Path, task: str) -> Iterator[dict[str, Any]]:
                     yield json.loads(line)
                 except json.JSONDecodeError:
                     continue
+
+
+def _age(path: Path) -> tuple[int, int]:
+    """Oldest first: by modification time, and among equal times the higher rotation number (`.jsonl.3`) first."""
+    rotation = path.suffix.lstrip(".")
+    return path.stat().st_mtime_ns, -int(rotation) if rotation.isdigit() else 0
