@@ -19,7 +19,7 @@ export BENTOML_HOME                     ?= $(CURDIR)/.bentoml
 export DVC_SITE_CACHE_DIR               ?= $(CURDIR)/.dvc/site-cache
 export MPLCONFIGDIR                     ?= $(CURDIR)/.cache/matplotlib
 
-.PHONY: setup run test serve bento bench bench-serve clean
+.PHONY: setup run test serve bento schedule bench bench-serve clean
 
 setup: $(STAMP)
 
@@ -46,6 +46,9 @@ bento: setup  ## build the Bento (service, code, params.yaml, production models,
 bench: setup  ## trainer throughput against a bare PyTorch loop and Lightning
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[bench]'
 	$(BIN)/python bench/train_throughput.py
+
+schedule: setup  ## serve the retrain-<task> and monitor-<task> deployments on their crons (params.yaml monitoring)
+	$(BIN)/python -m flows.deployments
 
 bench-serve: setup  ## served requests/s and latency with and without adaptive batching (after `make run`)
 	$(BIN)/python bench/serve_load.py

@@ -19,7 +19,7 @@ from lifecycle.serving import Predictor
 def predict(task_name: str, input_dir: Path, out: Path, model: str | None, params: Path) -> BatchResult:
     cfg = load_params(params)
     serve = cfg.task(task_name).serve
-    predictor = Predictor.from_store(production_or(task_name, model), serve.device, serve.embedding_dims)
+    predictor = Predictor.from_store(production_or(task_name, model), serve.device)
     return predict_folder(predictor, input_dir, out, cfg.serving.batch_size, progress=False)
 
 

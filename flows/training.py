@@ -33,13 +33,31 @@ def repro_stage(stage: str, task_name: str, root: str) -> None:
         raise RuntimeError(f"dvc repro {stage}@{task_name} failed (exit {proc.returncode}):\n{tail}")
 
 
+@task(task_run_name="record@{task_name}")
+def record(task_name: str, root: str, reason: str) -> str:
+    """Push data and model versions to the DVC remote and commit dvc.lock naming this run and its reason."""
+    from prefect.runtime import flow_run
+
+    from lifecycle.config import load_params
+    from lifecycle.recording import record_run
+
+    cfg = load_params(Path(root) / "params.yaml").monitoring
+    recorded = record_run(Path(root), task_name, flow_run.name or "local", reason, cfg.push, cfg.commit_lock)
+    return recorded.commit or "dvc.lock unchanged"
+
+
 @flow(name="lifecycle", log_prints=True)
-def lifecycle(task: str = "classify", root: str = ".") -> dict:
-    """Collect, validate, split, train, evaluate and promote one task; returns the run summary."""
+def lifecycle(task: str = "classify", root: str = ".", reason: str = "manual run", record_versions: bool = False) -> dict:
+    """Collect, validate, split, tune, train, evaluate and promote one task; returns the run summary. Scheduled and
+    drift-triggered runs (the retrain-<task> deployment) set `record_versions`: see lifecycle.recording."""
     root = str(Path(root).resolve())
+    print(f"{task}: {reason}")
     for stage in STAGES:
         repro_stage.with_options(retries=RETRIES.get(stage, 0), retry_delay_seconds=5)(stage, task, root)
     summary = run_summary(TaskPaths(Path(root), task))
+    summary["reason"] = reason
+    if record_versions:
+        summary["recorded"] = record(task, root, reason)
     create_markdown_artifact(key=f"{task}-metrics", markdown=summary_markdown(summary),
                              description=f"{task}: test metrics and reports")  # fmt: skip
     decision = Path(summary["reports"]["promotion_decision"])

@@ -6,9 +6,13 @@ import copy
 import logging
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +150,9 @@ def promoted(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("promoted")
     params = {"tasks": ["classify"], "classify": copy.deepcopy(TINY_CLASSIFY),
-              "serving": {"log_dir": str(root / "logs" / "requests")}}  # fmt: skip
+              "serving": {"log_dir": str(root / "logs" / "requests")},
+              "monitoring": {"min_rows": 20, "push": False, "capture_inputs": True, "capture_rate": 1.0,
+                             "capture_dir": str(root / "data" / "captured")}}  # fmt: skip
     params["classify"]["train"].update(epochs=4, batch_size=16)
     params["classify"]["serve"] = {"max_batch_size": 16, "max_latency_ms": 10000}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -158,3 +164,67 @@ def promoted(tmp_path_factory):
     decision = promote(make_task(params), paths)
     assert decision["promoted"], decision["summary"]
     return paths, params, registry.get(decision["stored_as"])
+
+
+@dataclass
+class Server:
+    url: str
+    paths: TaskPaths
+    stored: StoredModel
+    log_dir: Path
+    offline: dict  # sample_id -> the evaluate stage's prediction
+    rows: list  # test-split manifest rows
+
+    def image(self, row: dict) -> bytes:
+        return (self.paths.raw / row["path"]).read_bytes()
+
+    def classify(self, client: Any, data: bytes, name: str = "digit.png", **kwargs) -> Any:
+        return client.post(f"{self.url}/classify", files={"image": (name, data, "image/png")}, **kwargs)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server(promoted):
+    """`bentoml serve` of the promoted tiny model on a free 127.0.0.1 port, for the whole session."""
+    from lifecycle.atomic import read_jsonl
+    from lifecycle.data import rows_of_split
+
+    paths, params, stored = promoted
+    port = free_port()
+    log = (paths.root / "server.log").open("w")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "bentoml"), "serve", "lifecycle.service:Lifecycle",
+         "--host", "127.0.0.1", "--port", str(port)],
+        cwd=paths.root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while not _ready(url):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"bentoml serve did not start:\n{(paths.root / 'server.log').read_text()[-4000:]}")
+            time.sleep(0.5)
+        offline = {r["sample_id"]: r["prediction"] for r in read_jsonl(paths.reports("evaluate") / "predictions.jsonl")}
+        yield Server(url, paths, stored, Path(params["serving"]["log_dir"]) / "classify", offline,
+                     rows_of_split(paths.split_manifest, "test"))  # fmt: skip
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def _ready(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

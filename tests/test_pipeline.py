@@ -38,13 +38,22 @@ def test_dvc_repro_runs_once_then_only_what_changed(project):
     assert ran_stages(dvc(project, "repro").stdout) == expected
 
 
-def test_prefect_flow_runs_the_dvc_stages_and_publishes_metrics(project, prefect_harness):
+def test_prefect_flow_runs_the_dvc_stages_publishes_metrics_and_records_versions(project, prefect_harness):
     from prefect.artifacts import Artifact
 
+    remote = project.parent / "dvc-remote"
+    dvc(project, "remote", "add", "-d", "local", str(remote))
+    run(["git", "commit", "-qam", "a local DVC remote"], project)
     lifecycle = import_flow(project, "training", "lifecycle")
-    summary = lifecycle(task="classify", root=str(project))
+    summary = lifecycle(task="classify", root=str(project), reason="drift detected by test", record_versions=True)
     artifact = Artifact.get("classify-metrics")
     decision = Artifact.get("classify-promotion")
+    log = run(["git", "log", "-1", "--format=%s%n%H", "--", "dvc.lock"], project).stdout.splitlines()
+    assert log[0].startswith("retrain-classify run ") and log[0].endswith(": drift detected by test")
+    assert summary["recorded"] == log[1] and summary["reason"] == "drift detected by test"
+    assert run(["git", "status", "--porcelain", "dvc.lock"], project).stdout == "", "dvc.lock is committed"
+    assert "are in sync" in dvc(project, "status", "--cloud").stdout, "data and models are pushed"
+    assert any(remote.rglob("*")), "the remote holds the cache"
     assert summary["test"]["test_samples"] > 0
     assert 0 <= summary["test"]["accuracy"] <= 1
     lock = yaml.safe_load((project / "dvc.lock").read_text())

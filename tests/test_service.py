@@ -5,13 +5,8 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -19,74 +14,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lifecycle.atomic import read_jsonl
-from lifecycle.data import rows_of_split
-from lifecycle.paths import TaskPaths
-from lifecycle.registry import StoredModel
+from conftest import Server
 from lifecycle.serving import Predictor
 from lifecycle.stages.promote import _same
 
 pytestmark = pytest.mark.slow
 
 TOLERANCE = 1e-4  # bf16 autocast: a batch's composition may move a confidence in the 5th decimal, never a label
-
-
-@dataclass
-class Server:
-    url: str
-    paths: TaskPaths
-    stored: StoredModel
-    log_dir: Path
-    offline: dict  # sample_id -> the evaluate stage's prediction
-    rows: list  # test-split manifest rows
-
-    def image(self, row: dict) -> bytes:
-        return (self.paths.raw / row["path"]).read_bytes()
-
-    def classify(self, client: httpx.Client, data: bytes, name: str = "digit.png", **kwargs) -> httpx.Response:
-        return client.post(f"{self.url}/classify", files={"image": (name, data, "image/png")}, **kwargs)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(promoted):
-    paths, params, stored = promoted
-    port = free_port()
-    log = (paths.root / "server.log").open("w")
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "bentoml"), "serve", "lifecycle.service:Lifecycle",
-         "--host", "127.0.0.1", "--port", str(port)],
-        cwd=paths.root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while not _ready(url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"bentoml serve did not start:\n{(paths.root / 'server.log').read_text()[-4000:]}")
-            time.sleep(0.5)
-        offline = {r["sample_id"]: r["prediction"] for r in read_jsonl(paths.reports("evaluate") / "predictions.jsonl")}
-        yield Server(url, paths, stored, Path(params["serving"]["log_dir"]) / "classify", offline,
-                     rows_of_split(paths.split_manifest, "test"))  # fmt: skip
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def batch_histogram(url: str) -> tuple[float, float]:

@@ -10,9 +10,10 @@ from lifecycle.stages.train import train
 def test_predictor_answers_with_fixed_low_dimensional_embeddings(prepared, tiny_params):
     from lifecycle.data import rows_of_split
 
+    tiny_params["classify"]["serve"] = {"embedding_dims": 5}
     train(make_task(tiny_params), prepared)
-    first = Predictor.from_file(prepared.model, "local:1", "cpu", embedding_dims=5)
-    second = Predictor.from_file(prepared.model, "local:1", "cpu", embedding_dims=5)
+    first = Predictor.from_file(prepared.model, "local:1", "cpu")
+    second = Predictor.from_file(prepared.model, "local:1", "cpu")
     rows = rows_of_split(prepared.split_manifest, "test")[:6]
     raw = [first.task.load_input(prepared.raw / row["path"]) for row in rows]
     answers = first.infer([first.task.prepare(x) for x in raw])

@@ -40,10 +40,35 @@ def predict_command(args: argparse.Namespace) -> int:
     params = load_params(args.params)
     stored = production_or(args.task, args.model)
     serve = params.task(args.task).serve
-    predictor = Predictor.from_store(stored, serve.device, serve.embedding_dims)
+    predictor = Predictor.from_store(stored, serve.device)
     result = predict_folder(predictor, args.input_dir, args.out, args.batch_size or params.serving.batch_size)
     print(f"{args.out}: {result.predicted} predictions by {result.model}, {len(result.failed)} unreadable inputs"
           + "".join(f"\n  {f['input']}: {f['error']}" for f in result.failed), file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def label_command(args: argparse.Namespace) -> int:
+    from lifecycle.batch import production_or
+    from lifecycle.config import load_params
+    from lifecycle.labeling import export_for_review, import_reviewed
+    from lifecycle.models import load_task
+    from lifecycle.paths import TaskPaths
+    from lifecycle.serving import Predictor
+
+    root = args.root.resolve()
+    params = load_params(args.params)
+    stored = production_or(args.task, None)
+    captured = root / params.monitoring.capture_dir / args.task
+    if args.export_file:
+        written = import_reviewed(load_task(stored.model_file), args.export_file, captured, TaskPaths(root, args.task).incoming)
+        print(f"{args.export_file}: {len(written)} reviewed samples added to {TaskPaths(root, args.task).incoming}")
+        return 0
+    predictor = Predictor.from_store(stored, params.task(args.task).serve.device)
+    out = export_for_review(predictor, captured, root / "reports" / "labeling" / args.task,
+                            params.monitoring.label_below, params.serving.batch_size)  # fmt: skip
+    print(f"{out.import_file}: {out.for_review} of {out.captured} captured inputs below confidence "
+          f"{params.monitoring.label_below} for review (Label Studio interface: {out.config_file})"
+          + "".join(f"\n  unreadable {line}" for line in out.unreadable))  # fmt: skip
     return 0
 
 
@@ -63,6 +88,23 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", help="a model tag from `lifecycle models` (default: the production model)")
     predict.add_argument("--params", type=Path, default=Path("params.yaml"))
     predict.add_argument("--batch-size", type=int, help="default: serving.batch_size in params.yaml")
+    monitor = commands.add_parser("monitor", help="drift report: the request log against the production reference")
+    monitor.add_argument("--task", required=True)
+    monitor.add_argument("--params", type=Path, default=Path("params.yaml"))
+    monitor.add_argument("--root", type=Path, default=Path("."))
+    traffic = commands.add_parser("traffic", help="send test-split requests, optionally shifted, to the service")
+    traffic.add_argument("--task", required=True)
+    traffic.add_argument("--shift", default="none", help="none, noise, blur, invert, rotate, scale (image tasks)")
+    traffic.add_argument("--count", type=int, help="requests to send (default: the whole test split once)")
+    traffic.add_argument("--url", default="http://127.0.0.1:3000")
+    traffic.add_argument("--seed", type=int, default=0)
+    traffic.add_argument("--params", type=Path, default=Path("params.yaml"))
+    traffic.add_argument("--root", type=Path, default=Path("."))
+    label = commands.add_parser("label", help="export unsure captured inputs for Label Studio, or import reviewed labels")
+    label.add_argument("--task", required=True)
+    label.add_argument("--import", dest="export_file", type=Path, help="a Label Studio JSON export of reviewed tasks")
+    label.add_argument("--params", type=Path, default=Path("params.yaml"))
+    label.add_argument("--root", type=Path, default=Path("."))
     rollback = commands.add_parser("rollback", help="make the previous production model production again")
     rollback.add_argument("--task", required=True)
     listing = commands.add_parser("models", help="list a task's versions in the BentoML model store")
@@ -80,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     from lifecycle.config import ConfigError, load_params
     from lifecycle.stages.split import SplitLeakError
     from lifecycle.stages.validate import DataValidationError
-    from lifecycle.tasks import list_tasks
+    from lifecycle.paths import TaskPaths
+    from lifecycle.tasks import get_task, list_tasks
 
     try:
         if args.command == "tasks":
@@ -97,6 +140,20 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{m.tag}  {m.stage:<12} {m.created:%Y-%m-%d %H:%M}  {m.metadata.get('metrics', {})}")
         elif args.command == "predict":
             return predict_command(args)
+        elif args.command == "monitor":
+            from lifecycle.monitoring import monitor_task
+
+            decision = monitor_task(args.task, args.params, args.root.resolve())
+            print(f"{args.task}: {decision['status']}: {decision['reason']}")
+        elif args.command == "label":
+            return label_command(args)
+        elif args.command == "traffic":
+            from lifecycle.traffic import send_traffic
+
+            task = get_task(args.task)(load_params(args.params).task(args.task))
+            answered = send_traffic(task, TaskPaths(args.root.resolve(), args.task), args.url, args.shift, args.count,
+                                    seed=args.seed)  # fmt: skip
+            print(f"{args.task}: sent {sum(answered.values())} '{args.shift}' requests to {args.url}; statuses {answered}")
         elif args.command == "check-params":
             print(f"{args.params}: ok, tasks {load_params(args.params).tasks}")
         else:

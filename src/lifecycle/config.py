@@ -176,7 +176,8 @@ class ServeConfig(Strict):
     max_batch_size: int = Field(32, ge=1, description="most requests merged into one model call (1: no batching)")
     max_latency_ms: int = Field(1000, ge=1, description="a request waiting longer than this is refused (503)")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
-    embedding_dims: int = Field(8, ge=1, description="size of the input embedding logged for drift monitoring")
+    embedding_dims: int = Field(8, ge=1, description="size of the input embedding logged for drift monitoring; "
+                                "fixed when the model is trained (its drift reference uses it)")
 
 
 class ServingConfig(Strict):
@@ -187,6 +188,37 @@ class ServingConfig(Strict):
     log_max_mb: float = Field(16, gt=0, description="a request log file rotates at this size")
     log_backups: int = Field(10, ge=1, description="rotated files kept per log file")
     batch_size: int = Field(64, ge=1, description="inputs per model call in batch inference (lifecycle predict)")
+
+
+class DriftThresholds(Strict):
+    """Share of drifted columns in a group at which the group counts as drifted (drift is declared when any does)."""
+
+    descriptors: float = Field(0.3, gt=0, le=1)
+    prediction: float = Field(0.5, gt=0, le=1)
+    embedding: float = Field(0.3, gt=0, le=1)
+
+
+class MonitoringConfig(Strict):
+    """Drift monitoring over the request log, the schedules, and what a drift-triggered retraining records."""
+
+    min_rows: int = Field(200, ge=1, description="fewer logged requests: 'not enough data', never drift")
+    last_n: int | None = Field(None, ge=1, description="compare the last N requests instead of those since the last report")
+    max_rows: int = Field(20_000, ge=100, description="larger windows (and references) are sampled to this many rows")
+    num_method: str | None = Field(None, description="Evidently stat test for numeric columns (null: Evidently picks "
+                                   "by size: K-S up to 1,000 reference rows, else Wasserstein)")
+    num_threshold: float | None = Field(None, gt=0, description="null: the chosen test's default")
+    cat_method: str | None = Field(None, description="Evidently stat test for categorical columns (null: Evidently picks)")
+    cat_threshold: float | None = Field(None, gt=0)
+    drift_share: DriftThresholds = Field(default_factory=DriftThresholds)
+    retrain_on_drift: bool = Field(True, description="drift starts the retrain-<task> deployment")
+    monitor_cron: str = Field("0 2 * * *", description="monitor-<task>: daily at 02:00 UTC")
+    retrain_cron: str = Field("0 3 * * 1", description="retrain-<task>: weekly, Monday 03:00 UTC")
+    commit_lock: bool = Field(True, description="a scheduled run commits dvc.lock naming the run and its reason")
+    push: bool = Field(True, description="a scheduled run pushes data and models to the DVC remote")
+    capture_inputs: bool = Field(False, description="the service keeps a sample of raw inputs for labeling")
+    capture_rate: float = Field(0.1, gt=0, le=1, description="share of answered requests whose input is kept")
+    capture_dir: Path = Field(Path("data/captured"), description="captured inputs, <capture_dir>/<task>/")
+    label_below: float = Field(0.9, gt=0, le=1, description="captured inputs below this confidence go to review")
 
 
 @cache
@@ -293,6 +325,7 @@ def params_schema() -> type[BaseModel]:
     class Root(Strict):
         tasks: list[str] = Field(min_length=1)
         serving: ServingConfig = Field(default_factory=ServingConfig)
+        monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
         @field_validator("tasks")
         @classmethod

@@ -86,3 +86,26 @@ def image_descriptors(image: torch.Tensor) -> dict[str, float]:
         "intensity_std": float(gray.std()) if gray.numel() > 1 else 0.0,
         "sharpness": float(laplacian.var()) if laplacian.numel() > 1 else 0.0,
     }
+
+
+IMAGE_SHIFTS = ("none", "noise", "blur", "invert", "rotate", "scale")
+
+
+def shift_image(image: torch.Tensor, kind: str, rng: np.random.Generator) -> torch.Tensor:
+    """A uint8 CxHxW image as production might send it after the world changed (for demonstrations and tests)."""
+    from torchvision.transforms.v2 import functional as TF
+
+    if kind == "none":
+        return image
+    if kind == "noise":
+        noise = torch.from_numpy(rng.normal(0, 64, tuple(image.shape))).float()
+        return (image.float() + noise).clamp(0, 255).to(torch.uint8)
+    if kind == "blur":
+        return TF.gaussian_blur(image, kernel_size=[5, 5], sigma=[1.5, 1.5])
+    if kind == "invert":
+        return 255 - image
+    if kind == "rotate":
+        return TF.rotate(image, float(rng.choice([-1, 1]) * rng.uniform(60, 120)))
+    if kind == "scale":
+        return TF.affine(image, angle=0.0, translate=[0, 0], scale=0.5, shear=[0.0, 0.0])
+    raise ValueError(f"unknown shift '{kind}'; choose from {', '.join(IMAGE_SHIFTS)}")

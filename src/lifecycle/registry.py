@@ -71,12 +71,15 @@ def get(tag: str) -> StoredModel:
     return _stored(bentoml.models.get(tag))
 
 
-def store_candidate(task: str, model_file: Path, metadata: dict[str, Any]) -> StoredModel:
-    """Copy a trained model file into the store as a new version labeled `candidate`."""
+def store_candidate(task: str, model_file: Path, metadata: dict[str, Any], extra: tuple[Path, ...] = ()) -> StoredModel:
+    """Copy a trained model file (and files that travel with it, e.g. its drift reference) into the store as a new
+    version labeled `candidate`."""
     import bentoml
 
     with bentoml.models.create(store_name(task), labels={STAGE: "candidate"}, metadata=metadata) as model:
         shutil.copyfile(model_file, model.path_of(MODEL_FILE))
+        for path in extra:
+            shutil.copyfile(path, model.path_of(path.name))
     return get(str(model.tag))
 
 

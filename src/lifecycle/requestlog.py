@@ -44,10 +44,14 @@ class RequestLog:
             return False
 
 
+def log_files(directory: Path, task: str) -> list[Path]:
+    """A task's request log files, oldest first."""
+    return sorted((Path(directory) / task).glob("requests-*.jsonl*"), key=_age)
+
+
 def read_requests(directory: Path, task: str) -> Iterator[dict[str, Any]]:
     """Every logged request of a task, oldest file first; unparseable lines (a crash mid-write) are skipped."""
-    files = sorted((Path(directory) / task).glob("requests-*.jsonl*"), key=_age)
-    for path in files:
+    for path in log_files(directory, task):
         with path.open(encoding="utf-8") as f:
             for line in f:
                 try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import re
 import time
 import uuid
@@ -31,6 +32,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from lifecycle import registry
+from lifecycle.atomic import write_bytes
 from lifecycle.config import ServeConfig, ServingConfig, load_params
 from lifecycle.models import load_task
 from lifecycle.requestlog import RequestLog
@@ -66,8 +68,7 @@ def model_service(task_name: str, stored: registry.StoredModel, cfg: ServeConfig
 
     def __init__(self: Any) -> None:
         ref = self.stored_model  # resolved from the store, or from the Bento's own models when served from a Bento
-        self.predictor = Predictor.from_file(Path(ref.path) / registry.MODEL_FILE, str(ref.tag), cfg.device,
-                                             cfg.embedding_dims)  # fmt: skip
+        self.predictor = Predictor.from_file(Path(ref.path) / registry.MODEL_FILE, str(ref.tag), cfg.device)
 
     def predict(self: Any, inputs: list[Any]) -> list[dict[str, Any]]:
         return [asdict(answer) for answer in self.predictor.infer([on_wire(x, back=True) for x in inputs])]
@@ -113,6 +114,8 @@ def build_service(params_path: Path) -> Any:
 
         torch.set_num_threads(1)  # decoding and resizing one input; the model services own the cores
         self.serving = params.serving
+        self.monitoring = params.monitoring
+        self.sampler = random.Random()
         self.endpoints = {
             name: Endpoint(load_task(s.model_file), s.tag, f"{name}_model",
                            RequestLog(params.serving.log_dir, name, int(params.serving.log_max_mb * 2**20),
@@ -138,7 +141,7 @@ async def respond(service: Any, endpoint: Endpoint, request: Request) -> JSONRes
     request_id = _request_id(request)
     headers = {"X-Request-ID": request_id}
     try:
-        data = await read_upload(request, endpoint.task.input_field, service.serving)
+        data, filename = await read_upload(request, endpoint.task.input_field, service.serving)
         raw, prepared = await run_in_threadpool(decode_and_prepare, endpoint.task, data)
         answer = await ask_model(getattr(service, endpoint.model_attr), prepared)
         body = {**answer.prediction, "model": endpoint.tag}
@@ -154,6 +157,9 @@ async def respond(service: Any, endpoint: Endpoint, request: Request) -> JSONRes
                             headers=headers)  # fmt: skip
     latency_ms = (time.perf_counter() - started) * 1000
     await run_in_threadpool(log_request, endpoint, request_id, raw, answer, latency_ms)
+    capture = service.monitoring
+    if capture.capture_inputs and service.sampler.random() < capture.capture_rate:
+        await run_in_threadpool(capture_input, capture.capture_dir / endpoint.task.name, request_id, filename, data)
     return JSONResponse(body, headers=headers)
 
 
@@ -189,8 +195,8 @@ async def ask_model(model: Any, prepared: Any, attempts: int = 3) -> Answer:
     raise AssertionError("unreachable")
 
 
-async def read_upload(request: Request, field: str, limits: ServingConfig) -> bytes:
-    """The bytes of the multipart file field `field`, or a RequestError saying what is wrong with the request."""
+async def read_upload(request: Request, field: str, limits: ServingConfig) -> tuple[bytes, str]:
+    """The bytes and file name of the multipart file field `field`, or a RequestError saying what is wrong."""
     max_bytes = int(limits.max_upload_mb * 2**20)
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
@@ -212,7 +218,7 @@ async def read_upload(request: Request, field: str, limits: ServingConfig) -> by
         data = await upload.read(max_bytes + 1)
         if len(data) > max_bytes:
             raise RequestError(413, f"file '{upload.filename}' is over the {limits.max_upload_mb:g} MB limit")
-        return data
+        return data, upload.filename or ""
     finally:
         await form.close()
 
@@ -235,6 +241,15 @@ def log_request(endpoint: Endpoint, request_id: str, raw: Any, answer: Answer, l
         logger.exception("could not describe request %s for the request log", request_id)
         return
     endpoint.log.write(record)
+
+
+def capture_input(directory: Path, request_id: str, filename: str, data: bytes) -> None:
+    """Keep a production input for labeling (`lifecycle label`); a failure is logged, never raised."""
+    suffix = Path(filename).suffix.lower()
+    try:
+        write_bytes(directory / f"{request_id}{suffix if suffix[1:].isalnum() else ''}", data)
+    except OSError:
+        logger.exception("could not capture the input of request %s in %s", request_id, directory)
 
 
 def _request_id(request: Request) -> str:

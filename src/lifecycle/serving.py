@@ -24,24 +24,24 @@ class Answer:
 
 
 class Predictor:
-    def __init__(self, task: Task, model: torch.nn.Module, device: torch.device, tag: str, embedding_dims: int = 8):
+    def __init__(self, task: Task, model: torch.nn.Module, device: torch.device, tag: str) -> None:
         self.task = task
         self.model = model.eval()
         self.device = device
         self.tag = tag
-        self.embedding_dims = embedding_dims
+        self.embedding_dims = task.cfg.serve.embedding_dims  # as trained: the model's drift reference uses it
         self.amp = AmpStep(device, resolve_precision(task.cfg.train.precision, device))
         self._projections: dict[int, torch.Tensor] = {}
 
     @classmethod
-    def from_file(cls, model_file: Path, tag: str, device: str = "auto", embedding_dims: int = 8) -> Predictor:
+    def from_file(cls, model_file: Path, tag: str, device: str = "auto") -> Predictor:
         resolved = resolve_device(device)
         task, model, _ = load_model(model_file, resolved)
-        return cls(task, model, resolved, tag, embedding_dims)
+        return cls(task, model, resolved, tag)
 
     @classmethod
-    def from_store(cls, stored: StoredModel, device: str = "auto", embedding_dims: int = 8) -> Predictor:
-        return cls.from_file(stored.model_file, stored.tag, device, embedding_dims)
+    def from_store(cls, stored: StoredModel, device: str = "auto") -> Predictor:
+        return cls.from_file(stored.model_file, stored.tag, device)
 
     @torch.no_grad()
     def infer(self, prepared: Sequence[Any]) -> list[Answer]:

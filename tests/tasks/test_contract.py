@@ -122,3 +122,23 @@ def test_serving_hooks(task, samples):
     assert torch.allclose(outputs, expected) and features.shape[0] == len(samples)
     for prediction in task.predict(outputs):
         assert 0.0 <= task.confidence(prediction) <= 1.0
+
+
+def test_monitoring_and_labeling_hooks(task, samples):
+    """Shifted traffic decodes; predictions become monitored columns; Label Studio round-trips a label."""
+    import numpy as np
+
+    data = samples[0][2].data
+    rng = np.random.default_rng(0)
+    assert "none" in task.shifts
+    for kind in task.shifts:
+        assert task.decode(task.shift(data, kind, rng)).dtype == samples[0][0].dtype
+    model = task.build_model().eval()
+    with torch.no_grad():
+        prediction = task.predict(task.forward(model, task.batch_inputs([task.prepare(samples[0][0])])))[0]
+    assert all(isinstance(v, (str, float)) for v in task.monitored(prediction).values())
+    label = task.from_label_studio(task.to_label_studio(prediction))
+    task.inspect(data, label)
+    assert task.label_studio_config().startswith("<View>")
+    with pytest.raises(ValueError):
+        task.from_label_studio([{"type": "nonsense"}])

@@ -1,4 +1,5 @@
-"""Evaluate: the trained model's metrics on the test split, its predictions, and the task's pictures."""
+"""Evaluate: the trained model's metrics on the test split, its predictions, the task's pictures, and the drift
+reference (the test split as the model sees it: descriptors, predictions, embeddings) it will be monitored against."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import torch
 from lifecycle.atomic import write_json, write_jsonl
 from lifecycle.data import ManifestDataset, make_loader, rows_of_split
 from lifecycle.models import load_model
+from lifecycle.monitoring import REFERENCE, build_reference, write_reference
 from lifecycle.paths import TaskPaths
+from lifecycle.serving import Predictor
 from lifecycle.tasks.base import Task
 from lifecycle.trainer import AmpStep, resolve_device, resolve_precision, run_eval
 
@@ -53,5 +56,8 @@ def evaluate(task: Task, paths: TaskPaths) -> dict[str, Any]:
         {"sample_id": row["sample_id"], "truth": row["label"], "prediction": pred} for row, pred in zip(rows, predictions)
     ))
     write_json(out_dir / "per_class.json", per_class)
+    predictor = Predictor(model_task, model, device, tag="candidate")
+    inputs = [model_task.load_input(paths.raw / row["path"]) for row in rows]
+    write_reference(build_reference(predictor, inputs, task.cfg.evaluate.batch_size), out_dir / REFERENCE)
     write_json(out_dir / "metrics.json", metrics)
     return metrics

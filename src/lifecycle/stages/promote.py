@@ -18,6 +18,7 @@ from lifecycle.atomic import read_jsonl, write_json, write_text
 from lifecycle.config import ConfigError
 from lifecycle.data import rows_of_split
 from lifecycle.models import load_model
+from lifecycle.monitoring import REFERENCE
 from lifecycle.paths import TaskPaths
 from lifecycle.reporting import read_json
 from lifecycle.serving import Predictor
@@ -130,7 +131,8 @@ def promote(task: Task, paths: TaskPaths) -> dict[str, Any]:
         trained = load_model(paths.model)[0].cfg  # params.yaml with the tuned values the model was trained with
         info = {"metrics": decision.candidate, "params": json.dumps(trained.model_dump(mode="json", by_alias=True)),
                 **{k: "" if v is None else v for k, v in provenance(paths).items()}}  # fmt: skip
-        stored = registry.store_candidate(task.name, paths.model, info)
+        reference = paths.reports("evaluate") / REFERENCE
+        stored = registry.store_candidate(task.name, paths.model, info, (reference,) if reference.exists() else ())
         decision.stored_as = stored.tag
         decision.serving_check = serving_check(task, stored, paths)
         if decision.serving_check["passed"]:

@@ -159,9 +159,38 @@ class Task(ABC):
         value = prediction.get("confidence")
         return None if value is None else float(value)
 
+    def monitored(self, prediction: dict[str, Any]) -> dict[str, str | float]:
+        """The prediction as drift-monitoring columns: strings are compared as categories, numbers as numbers."""
+        return {"confidence": self.confidence(prediction) or 0.0}
+
     @abstractmethod
     def descriptors(self, raw_input: torch.Tensor) -> dict[str, float]:
         """Per-sample numbers for drift monitoring, from the decoded (untransformed) input. Stable keys."""
+
+    shifts: ClassVar[tuple[str, ...]] = ("none",)
+
+    def shift(self, data: bytes, kind: str, rng: Any) -> bytes:
+        """An input file changed the way production data drifts (`kind` from `shifts`), for traffic demonstrations."""
+        if kind != "none":
+            raise ValueError(f"task {self.name} has no shift '{kind}'; choose from {', '.join(self.shifts)}")
+        return data
+
+    # ---- labeling (Label Studio) -------------------------------------------------------------------
+    def label_studio_config(self) -> str:
+        """The Label Studio labeling interface (XML) for this task's inputs and labels."""
+        raise NotImplementedError(f"task {self.name} has no Label Studio interface yet")
+
+    def to_label_studio(self, prediction: dict[str, Any]) -> list[dict[str, Any]]:
+        """A prediction as a Label Studio pre-annotation `result`."""
+        raise NotImplementedError(f"task {self.name} has no Label Studio interface yet")
+
+    def from_label_studio(self, result: Any) -> Label:
+        """The label of a reviewed Label Studio annotation `result`; ValueError when it is malformed."""
+        raise NotImplementedError(f"task {self.name} has no Label Studio interface yet")
+
+    def landing_path(self, incoming: Path, label: Label, name: str) -> Path:
+        """Where a labeled sample goes in the landing zone so that `collect` reads it with its label."""
+        raise NotImplementedError(f"task {self.name} has no landing-zone layout yet")
 
     def report(self, predictions: list[dict[str, Any]], labels: list[Label], out_dir: Path) -> dict[str, Any]:
         """Write task-specific evaluation pictures and plot data under `out_dir`; return extra metrics."""

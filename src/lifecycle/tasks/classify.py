@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from xml.sax.saxutils import quoteattr
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +19,8 @@ from torchvision.transforms.v2 import functional as TF
 
 from lifecycle.atomic import atomic_path
 from lifecycle.config import Strict
-from lifecycle.imaging import IMAGE_SUFFIXES, decode_gray, image_descriptors, inspect_image
+from lifecycle.imaging import (IMAGE_SHIFTS, IMAGE_SUFFIXES, decode_gray, encode_png, image_descriptors,
+                               inspect_image, shift_image)
 from lifecycle.sources.folders import class_folders
 from lifecycle.sources.mnist import embedded_mnist
 from lifecycle.tasks import register_task
@@ -173,8 +176,32 @@ class Classify(Task):
             for c, i in zip(conf, idx)
         ]
 
+    def monitored(self, prediction: dict[str, Any]) -> dict[str, str | float]:
+        return {"predicted_label": prediction["label"], "confidence": float(prediction["confidence"])}
+
     def descriptors(self, raw_input: torch.Tensor) -> dict[str, float]:
         return image_descriptors(raw_input)
+
+    def label_studio_config(self) -> str:
+        choices = "".join(f"<Choice value={quoteattr(c)}/>" for c in self.classes)
+        return f'<View><Image name="image" value="$image"/><Choices name="label" toName="image" choice="single">{choices}</Choices></View>\n'
+
+    def to_label_studio(self, prediction: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": [prediction["label"]]}}]
+
+    def from_label_studio(self, result: Any) -> str:
+        choices = [r for r in result or [] if isinstance(r, dict) and r.get("type") == "choices"]
+        if len(choices) != 1 or len(choices[0].get("value", {}).get("choices") or []) != 1:
+            raise ValueError(f"expected one 'choices' result with one class, got {json.dumps(result)[:200]}")
+        return str(choices[0]["value"]["choices"][0])
+
+    def landing_path(self, incoming: Path, label: Label, name: str) -> Path:
+        return incoming / str(label) / name
+
+    shifts = IMAGE_SHIFTS
+
+    def shift(self, data: bytes, kind: str, rng: Any) -> bytes:
+        return encode_png(shift_image(self.decode(data), kind, rng)[0].numpy())
 
     def report(self, predictions: list[dict[str, Any]], labels: list[Label], out_dir: Path) -> dict[str, Any]:
         from torchmetrics.classification import MulticlassConfusionMatrix

@@ -1,0 +1,56 @@
+"""The monitor flow: a drift report of the production model's recent requests against its reference, published as
+a Prefect artifact; on drift it starts the retrain-<task> deployment with the reason (run_deployment, so the
+decision and the run it caused are linked in one place: this flow's log and the retraining run's parameters)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.deployments import run_deployment
+
+from lifecycle.config import load_params
+from lifecycle.monitoring import markdown, monitor_task
+
+RETRAIN_FLOW = "lifecycle"
+
+
+def retrain_deployment(task_name: str) -> str:
+    return f"retrain-{task_name}"
+
+
+@task(task_run_name="drift@{task_name}")
+def check_drift(task_name: str, root: str) -> dict:
+    return monitor_task(task_name, Path(root) / "params.yaml", Path(root))
+
+
+@flow(name="monitor", log_prints=True)
+def monitor(task: str = "classify", root: str = ".") -> dict:
+    """Drift or not for one task; drift starts the retraining deployment when monitoring.retrain_on_drift is on."""
+    root = str(Path(root).resolve())
+    decision = check_drift(task, root)
+    create_markdown_artifact(key=f"{task}-drift", markdown=markdown(decision), description=f"{task}: drift decision")
+    print(f"{task}: {decision['status']}: {decision['reason']}")
+    if decision["drift"] and load_params(Path(root) / "params.yaml").monitoring.retrain_on_drift:
+        reason = f"drift detected by monitor: {decision['reason']}"
+        run = run_deployment(f"{RETRAIN_FLOW}/{retrain_deployment(task)}", timeout=0,
+                             parameters={"task": task, "root": root, "reason": reason, "record_versions": True})  # fmt: skip
+        get_run_logger().info("started %s (flow run %s): %s", retrain_deployment(task), run.name, reason)
+        decision["retrain_flow_run"] = str(run.id)
+    return decision
+
+
+def main() -> None:
+    from lifecycle.runtime import configure_environment
+
+    parser = argparse.ArgumentParser(description=monitor.__doc__)
+    parser.add_argument("--task", default="classify")
+    args = parser.parse_args()
+    configure_environment()
+    monitor(task=args.task)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""Model-assisted labeling with Label Studio. The service keeps a sample of production inputs
+(`monitoring.capture_inputs`); `export_for_review` pre-labels them with the production model and writes those it is
+unsure of as a Label Studio import file (tasks with pre-annotations); `import_reviewed` turns a Label Studio export
+of the reviewed labels into samples in the landing zone, which the next run collects.
+
+An export is checked whole before anything is written: a malformed item stops the import with the item named, and
+the landing zone only ever gains files (named by content hash, never overwritten)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from lifecycle.atomic import write_bytes, write_json, write_text
+from lifecycle.batch import input_files
+from lifecycle.serving import Predictor
+from lifecycle.tasks.base import InvalidInput, InvalidSample, Task
+
+MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".wav": "audio/wav"}
+
+
+@dataclass(frozen=True)
+class Exported:
+    import_file: Path
+    config_file: Path
+    captured: int
+    for_review: int
+    unreadable: list[str]
+
+
+def export_for_review(predictor: Predictor, captured: Path, out_dir: Path, below: float, batch_size: int) -> Exported:
+    """Label Studio tasks for the captured inputs whose production prediction is less confident than `below`."""
+    task = predictor.task
+    files = input_files(captured)
+    tasks, unreadable = [], []
+    for start in range(0, len(files), batch_size):
+        chunk, prepared = [], []
+        for path in files[start : start + batch_size]:
+            try:
+                prepared.append(task.prepare(task.decode(path.read_bytes())))
+                chunk.append(path)
+            except (InvalidInput, OSError) as e:
+                unreadable.append(f"{path.name}: {e}")
+        for path, answer in zip(chunk, predictor.infer(prepared) if prepared else []):
+            score = task.confidence(answer.prediction) or 0.0
+            if score < below:
+                tasks.append(review_task(task, path, answer.prediction, score, predictor.tag))
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    import_file = out_dir / f"{stamp}-import.json"
+    write_json(import_file, tasks)
+    config_file = out_dir / "label_config.xml"
+    write_text(config_file, task.label_studio_config())
+    return Exported(import_file, config_file, len(files), len(tasks), unreadable)
+
+
+def review_task(task: Task, path: Path, prediction: dict[str, Any], score: float, model: str) -> dict[str, Any]:
+    """One Label Studio task: the input inline as a data URI (the file needs no server), the capture's name to find
+    it again, and the model's answer as a pre-annotation."""
+    data = path.read_bytes()
+    uri = f"data:{MIME.get(path.suffix.lower(), 'application/octet-stream')};base64,{base64.b64encode(data).decode()}"
+    return {
+        "data": {task.input_field: uri, "capture": path.name},
+        "predictions": [{"model_version": model, "score": score, "result": task.to_label_studio(prediction)}],
+    }
+
+
+@dataclass(frozen=True)
+class Reviewed:
+    data: bytes
+    suffix: str
+    label: Any
+    capture: Path | None
+
+
+def import_reviewed(task: Task, export_file: Path, captured: Path, incoming: Path) -> list[Path]:
+    """Samples for the landing zone from a Label Studio JSON export; returns the files written. Raises ValueError
+    naming the first malformed item, before writing anything."""
+    try:
+        items = json.loads(export_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{export_file}: not a Label Studio JSON export: {e}") from None
+    if not isinstance(items, list):
+        raise ValueError(f"{export_file}: a Label Studio JSON export is a list of tasks, got {type(items).__name__}")
+    reviewed = [_reviewed(task, item, i, captured, export_file) for i, item in enumerate(items)]
+    written = []
+    for sample in reviewed:
+        target = task.landing_path(incoming, sample.label, hashlib.sha256(sample.data).hexdigest()[:32] + sample.suffix)
+        if not target.exists():
+            write_bytes(target, sample.data)
+            written.append(target)
+        if sample.capture is not None:
+            sample.capture.unlink(missing_ok=True)  # labeled now: the landing zone holds it
+    return written
+
+
+def _reviewed(task: Task, item: Any, index: int, captured: Path, export_file: Path) -> Reviewed:
+    where = f"{export_file}: item {index}" + (f" (task id {item.get('id')})" if isinstance(item, dict) and "id" in item else "")
+    if not isinstance(item, dict) or not isinstance(item.get("data"), dict):
+        raise ValueError(f"{where}: not a Label Studio task (no 'data' object)")
+    annotations = [a for a in item.get("annotations") or [] if isinstance(a, dict) and not a.get("was_cancelled")]
+    if not annotations:
+        raise ValueError(f"{where}: no completed annotation; review it in Label Studio or remove it from the export")
+    try:
+        label = task.from_label_studio(annotations[-1].get("result"))
+    except (ValueError, KeyError, TypeError, IndexError) as e:
+        raise ValueError(f"{where}: unreadable annotation result: {e}") from None
+    data, suffix, capture = _input_of(task, item["data"], captured, where)
+    try:
+        task.inspect(data, label)
+    except InvalidSample as e:
+        raise ValueError(f"{where}: {e}") from None
+    return Reviewed(data, suffix, label, capture)
+
+
+def _input_of(task: Task, data: dict[str, Any], captured: Path, where: str) -> tuple[bytes, str, Path | None]:
+    name = data.get("capture")
+    if isinstance(name, str) and Path(name).name == name and (captured / name).is_file():
+        path = captured / name
+        return path.read_bytes(), path.suffix.lower(), path
+    uri = data.get(task.input_field)
+    if isinstance(uri, str) and uri.startswith("data:") and ";base64," in uri:
+        mime, payload = uri[5:].split(";base64,", 1)
+        suffix = next((s for s, m in MIME.items() if m == mime), "")
+        try:
+            return base64.b64decode(payload, validate=True), suffix, None
+        except ValueError:
+            raise ValueError(f"{where}: data.{task.input_field} is not valid base64") from None
+    raise ValueError(f"{where}: neither a captured file 'data.capture' nor an inline 'data.{task.input_field}'")
