@@ -10,6 +10,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
 
 from lifecycle.config import load_params
 from lifecycle.monitoring import markdown, monitor_task
@@ -35,8 +36,14 @@ def monitor(task: str = "classify", root: str = ".") -> dict:
     print(f"{task}: {decision['status']}: {decision['reason']}")
     if decision["drift"] and load_params(Path(root) / "params.yaml").monitoring.retrain_on_drift:
         reason = f"drift detected by monitor: {decision['reason']}"
-        run = run_deployment(f"{RETRAIN_FLOW}/{retrain_deployment(task)}", timeout=0,
-                             parameters={"task": task, "root": root, "reason": reason, "record_versions": True})  # fmt: skip
+        try:
+            run = run_deployment(f"{RETRAIN_FLOW}/{retrain_deployment(task)}", timeout=0,
+                                 parameters={"task": task, "root": root, "reason": reason, "record_versions": True})  # fmt: skip
+        except ObjectNotFound:
+            get_run_logger().error("drift, but no deployment %s/%s to start: run `make schedule` (or register the "
+                                   "deployments with `python -m flows.deployments --work-pool ...`)",
+                                   RETRAIN_FLOW, retrain_deployment(task))  # fmt: skip
+            raise
         get_run_logger().info("started %s (flow run %s): %s", retrain_deployment(task), run.name, reason)
         decision["retrain_flow_run"] = str(run.id)
     return decision

@@ -35,7 +35,7 @@ def configure_environment(root: Path | None = None) -> None:
         os.environ.setdefault(key, str(path))
 
 
-NOISY_LOGGERS = ("great_expectations", "matplotlib", "PIL")
+NOISY_LOGGERS = ("great_expectations", "matplotlib", "PIL", "httpx", "httpcore")
 
 
 def configure_logging(level: str = "INFO") -> None:
