@@ -212,11 +212,14 @@ def drift_scores(reference: pd.DataFrame, current: pd.DataFrame, cfg: Monitoring
                              cat_method=cfg.cat_method, cat_threshold=cfg.cat_threshold)  # fmt: skip
     from evidently.legacy.calculations.stattests.registry import StatTestNotFoundError
 
+    import numpy as np
+
     try:
-        snapshot = Report([preset], include_tests=True).run(
-            current_data=Dataset.from_pandas(current[shared], data_definition=definition),
-            reference_data=Dataset.from_pandas(reference[shared], data_definition=definition),
-        )
+        with np.errstate(divide="ignore", invalid="ignore"):  # constant columns (e.g. a fixed image size) divide by 0
+            snapshot = Report([preset], include_tests=True).run(
+                current_data=Dataset.from_pandas(current[shared], data_definition=definition),
+                reference_data=Dataset.from_pandas(reference[shared], data_definition=definition),
+            )
     except StatTestNotFoundError as e:
         raise ConfigError(f"monitoring.num_method / monitoring.cat_method: {e}") from None
     with atomic_path(html) as tmp:
