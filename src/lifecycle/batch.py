@@ -7,14 +7,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lifecycle import registry
 from lifecycle.atomic import write_text
-from lifecycle.serving import Predictor
+from lifecycle.serving import Answer, Predictor
 from lifecycle.tasks.base import InvalidInput
 
 OUTPUT_FORMATS = (".jsonl", ".csv")
@@ -58,30 +58,37 @@ def predict_folder(predictor: Predictor, folder: Path, out: Path, batch_size: in
     result = BatchResult(predictor.tag, out)
     rows: list[dict[str, Any]] = []
     with tqdm(total=len(files), desc=f"predict {predictor.task.name}", unit="input", disable=not progress) as bar:
-        for start in range(0, len(files), batch_size):
-            chunk = files[start : start + batch_size]
-            rows += _predict_chunk(predictor, folder, chunk, result)
-            bar.update(len(chunk))
+        for path, outcome in answer_files(predictor, files, batch_size):
+            name = str(path.relative_to(folder))
+            if isinstance(outcome, Answer):
+                rows.append({"input": name, **outcome.prediction, "model": predictor.tag})
+                result.predicted += 1
+            else:
+                rows.append({"input": name, "error": outcome})
+                result.failed.append({"input": name, "error": outcome})
+            bar.update()
     write_text(out, _render(rows, out.suffix))
     return result
 
 
-def _predict_chunk(predictor: Predictor, folder: Path, files: Sequence[Path], result: BatchResult) -> list[dict]:
-    rows: list[dict[str, Any]] = []
-    prepared, slots = [], []
-    for path in files:
-        name = str(path.relative_to(folder))
-        try:
-            prepared.append(predictor.task.prepare(predictor.task.decode(path.read_bytes())))
-            slots.append(len(rows))
-            rows.append({"input": name})
-        except (InvalidInput, OSError) as e:
-            rows.append({"input": name, "error": str(e)})
-            result.failed.append({"input": name, "error": str(e)})
-    for slot, answer in zip(slots, predictor.infer(prepared) if prepared else []):
-        rows[slot].update({**answer.prediction, "model": predictor.tag})
-    result.predicted += len(slots)
-    return rows
+def answer_files(predictor: Predictor, files: Sequence[Path], batch_size: int) -> Iterator[tuple[Path, Answer | str]]:
+    """Each file with its answer, or the reason it cannot be read, in order: decoded and prepared by the task and
+    answered `batch_size` at a time by `Predictor.infer`, as the service does."""
+    task = predictor.task
+    for start in range(0, len(files), batch_size):
+        chunk = files[start : start + batch_size]
+        outcomes: list[Answer | str] = []
+        prepared, slots = [], []
+        for path in chunk:
+            try:
+                prepared.append(task.prepare(task.decode(path.read_bytes())))
+                slots.append(len(outcomes))
+                outcomes.append("")  # replaced by the answer below
+            except (InvalidInput, OSError) as e:
+                outcomes.append(str(e))
+        for slot, answer in zip(slots, predictor.infer(prepared) if prepared else []):
+            outcomes[slot] = answer
+        yield from zip(chunk, outcomes)
 
 
 def _render(rows: list[dict[str, Any]], suffix: str) -> str:

@@ -19,6 +19,11 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def device_field() -> Any:
+    """`auto`, `cpu`, `cuda` or `cuda:N` (see trainer.resolve_device)."""
+    return Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+
+
 class AugmentStep(Strict):
     """One `torchvision.transforms.v2` transform: its class name and keyword arguments."""
 
@@ -77,7 +82,7 @@ class TrainConfig(Strict):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 on CUDA (fp16 where bf16 is missing), bf16 on CPUs with native bf16, else fp32"
     )
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    device: str = device_field()
     seed: int = 0
     patience: int = Field(5, ge=1, description="epochs without improvement of the validation metric before stopping")
     num_workers: int = Field(0, ge=0)
@@ -175,7 +180,7 @@ class ServeConfig(Strict):
 
     max_batch_size: int = Field(32, ge=1, description="most requests merged into one model call (1: no batching)")
     max_latency_ms: int = Field(1000, ge=1, description="a request waiting longer than this is refused (503)")
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    device: str = device_field()
     embedding_dims: int = Field(8, ge=1, description="size of the input embedding logged for drift monitoring; "
                                 "fixed when the model is trained (its drift reference uses it)")
 

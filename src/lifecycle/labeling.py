@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from lifecycle.atomic import write_bytes, write_json, write_text
-from lifecycle.batch import input_files
-from lifecycle.serving import Predictor
-from lifecycle.tasks.base import InvalidInput, InvalidSample, Task
+from lifecycle.batch import answer_files, input_files
+from lifecycle.serving import Answer, Predictor
+from lifecycle.tasks.base import InvalidSample, Task
 
 MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".wav": "audio/wav"}
 
@@ -38,18 +38,11 @@ def export_for_review(predictor: Predictor, captured: Path, out_dir: Path, below
     task = predictor.task
     files = input_files(captured)
     tasks, unreadable = [], []
-    for start in range(0, len(files), batch_size):
-        chunk, prepared = [], []
-        for path in files[start : start + batch_size]:
-            try:
-                prepared.append(task.prepare(task.decode(path.read_bytes())))
-                chunk.append(path)
-            except (InvalidInput, OSError) as e:
-                unreadable.append(f"{path.name}: {e}")
-        for path, answer in zip(chunk, predictor.infer(prepared) if prepared else []):
-            score = task.confidence(answer.prediction) or 0.0
-            if score < below:
-                tasks.append(review_task(task, path, answer.prediction, score, predictor.tag))
+    for path, outcome in answer_files(predictor, files, batch_size):
+        if not isinstance(outcome, Answer):
+            unreadable.append(f"{path.name}: {outcome}")
+        elif (score := task.confidence(outcome.prediction) or 0.0) < below:
+            tasks.append(review_task(task, path, outcome.prediction, score, predictor.tag))
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     import_file = out_dir / f"{stamp}-import.json"
     write_json(import_file, tasks)

@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 REFERENCE = "reference.parquet"
-GROUPS = ("descriptors", "prediction", "embedding")  # thresholds per group: monitoring.drift_share
 _TIMESTAMP = re.compile(r'^\{"timestamp":"([^"]+)"')
 _MODEL = re.compile(r'"model":"([^"]+)"')
 
@@ -46,6 +45,7 @@ def columns(task: Task, descriptors: dict[str, float], prediction: dict[str, Any
 
 
 GROUP_OF_PREFIX = {"input": "descriptors", "prediction": "prediction", "embedding": "embedding"}
+GROUPS = tuple(GROUP_OF_PREFIX.values())  # thresholds per group: monitoring.drift_share
 
 
 def build_reference(predictor: Predictor, inputs: list[Any], batch_size: int) -> pd.DataFrame:
@@ -63,6 +63,15 @@ def build_reference(predictor: Predictor, inputs: list[Any], batch_size: int) ->
 def write_reference(frame: pd.DataFrame, path: Path) -> None:
     with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)
+
+
+def write_test_reference(predictor: Predictor, paths: TaskPaths, batch_size: int, target: Path) -> None:
+    """The reference of `predictor`'s model: the task's test split as that model answers it."""
+    from lifecycle.data import rows_of_split
+
+    rows = rows_of_split(paths.split_manifest, "test")
+    inputs = [predictor.task.load_input(paths.raw / row["path"]) for row in rows]
+    write_reference(build_reference(predictor, inputs, batch_size), target)
 
 
 @dataclass
@@ -144,20 +153,12 @@ def monitor_task(task_name: str, params_path: Path, root: Path) -> dict[str, Any
     params = load_params(params_path)
     stored = registry.production(task_name)
     if stored is not None and not (stored.path / REFERENCE).exists():
+        # promoted before references existed: compute it now from the current test split, and keep it with the model
         section = params.task(task_name)
-        attach_reference(stored, TaskPaths(root, task_name), section.serve.device, section.evaluate.batch_size)
+        write_test_reference(Predictor.from_store(stored, section.serve.device), TaskPaths(root, task_name),
+                             section.evaluate.batch_size, stored.path / REFERENCE)  # fmt: skip
     log_dir = params.serving.log_dir if params.serving.log_dir.is_absolute() else root / params.serving.log_dir
     return monitor(task_name, params.monitoring, log_dir, root / "reports" / "drift" / task_name)
-
-
-def attach_reference(stored: registry.StoredModel, paths: TaskPaths, device: str, batch_size: int) -> None:
-    """Compute the reference of a model promoted without one (before references existed) from the current test
-    split, and store it with the model."""
-    from lifecycle.data import rows_of_split
-
-    predictor = Predictor.from_store(stored, device)
-    inputs = [predictor.task.load_input(paths.raw / row["path"]) for row in rows_of_split(paths.split_manifest, "test")]
-    write_reference(build_reference(predictor, inputs, batch_size), stored.path / REFERENCE)
 
 
 def monitor(task_name: str, cfg: MonitoringConfig, log_dir: Path, out_dir: Path) -> dict[str, Any]:

@@ -47,12 +47,6 @@ MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the file, a
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
-class RequestError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 @dataclass
 class Endpoint:
     """What the public service holds for one task: the task as its model was trained, and where to log."""
@@ -145,8 +139,6 @@ async def respond(service: Any, endpoint: Endpoint, request: Request) -> JSONRes
         raw, prepared = await run_in_threadpool(decode_and_prepare, endpoint.task, data)
         answer = await ask_model(getattr(service, endpoint.model_attr), prepared)
         body = {**answer.prediction, "model": endpoint.tag}
-    except RequestError as e:
-        return JSONResponse({"error": str(e)}, status_code=e.status, headers=headers)
     except InvalidInput as e:
         return JSONResponse({"error": str(e)}, status_code=e.status, headers=headers)
     except bentoml.exceptions.ServiceUnavailable as e:
@@ -186,38 +178,37 @@ async def ask_model(model: Any, prepared: Any, attempts: int = 3) -> Answer:
     100 calls, cutting the calls still in flight on it ("Server disconnected"); those are retried on the new one."""
     import aiohttp
 
-    for attempt in range(1, attempts + 1):
+    for _ in range(attempts - 1):
         try:
             return Answer(**(await model.to_async.predict([prepared]))[0])
         except aiohttp.ClientConnectionError:
-            if attempt == attempts:
-                raise
-    raise AssertionError("unreachable")
+            continue
+    return Answer(**(await model.to_async.predict([prepared]))[0])
 
 
 async def read_upload(request: Request, field: str, limits: ServingConfig) -> tuple[bytes, str]:
-    """The bytes and file name of the multipart file field `field`, or a RequestError saying what is wrong."""
+    """The bytes and file name of the multipart file field `field`, or InvalidInput saying what is wrong."""
     max_bytes = int(limits.max_upload_mb * 2**20)
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
-        raise RequestError(415, f"send multipart/form-data with the file in the field '{field}' "
-                                f"(got Content-Type {content_type or 'none'!r})")  # fmt: skip
+        raise InvalidInput(f"send multipart/form-data with the file in the field '{field}' "
+                           f"(got Content-Type {content_type or 'none'!r})", 415)  # fmt: skip
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes + MULTIPART_OVERHEAD:
-        raise RequestError(413, f"request body is {int(declared)} bytes; the limit is {limits.max_upload_mb:g} MB")
+        raise InvalidInput(f"request body is {int(declared)} bytes; the limit is {limits.max_upload_mb:g} MB", 413)
     try:
         form = await request.form(max_files=4, max_fields=16)
     except Exception as e:  # python-multipart raises several types for malformed bodies
-        raise RequestError(400, f"malformed multipart body: {e}") from None
+        raise InvalidInput(f"malformed multipart body: {e}") from None
     try:
         upload = form.get(field)
         if not isinstance(upload, UploadFile):
             present = ", ".join(repr(k) for k in form.keys()) or "none"
             problem = "is not a file" if upload is not None else "is missing"
-            raise RequestError(400, f"multipart field '{field}' {problem} (fields present: {present})")
+            raise InvalidInput(f"multipart field '{field}' {problem} (fields present: {present})")
         data = await upload.read(max_bytes + 1)
         if len(data) > max_bytes:
-            raise RequestError(413, f"file '{upload.filename}' is over the {limits.max_upload_mb:g} MB limit")
+            raise InvalidInput(f"file '{upload.filename}' is over the {limits.max_upload_mb:g} MB limit", 413)
         return data, upload.filename or ""
     finally:
         await form.close()

@@ -10,7 +10,7 @@ import torch
 from lifecycle.atomic import write_json, write_jsonl
 from lifecycle.data import ManifestDataset, make_loader, rows_of_split
 from lifecycle.models import load_model
-from lifecycle.monitoring import REFERENCE, build_reference, write_reference
+from lifecycle.monitoring import REFERENCE, write_test_reference
 from lifecycle.paths import TaskPaths
 from lifecycle.serving import Predictor
 from lifecycle.tasks.base import Task
@@ -57,7 +57,6 @@ def evaluate(task: Task, paths: TaskPaths) -> dict[str, Any]:
     ))
     write_json(out_dir / "per_class.json", per_class)
     predictor = Predictor(model_task, model, device, tag="candidate")
-    inputs = [model_task.load_input(paths.raw / row["path"]) for row in rows]
-    write_reference(build_reference(predictor, inputs, task.cfg.evaluate.batch_size), out_dir / REFERENCE)
+    write_test_reference(predictor, paths, task.cfg.evaluate.batch_size, out_dir / REFERENCE)
     write_json(out_dir / "metrics.json", metrics)
     return metrics

@@ -57,8 +57,8 @@ class InvalidSample(ValueError):
 
 
 class InvalidInput(ValueError):
-    """Raised by `Task.decode` for an input that cannot be answered; `status` is the HTTP status the service
-    returns (400 malformed, 413 too large, 415 not a supported kind of file)."""
+    """An input (or the request carrying it) that cannot be answered, raised by `Task.decode` and the service's
+    upload checks; `status` is the HTTP status returned (400 malformed, 413 too large, 415 unsupported kind)."""
 
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
