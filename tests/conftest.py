@@ -62,6 +62,19 @@ TINY_CLASSIFY: dict[str, Any] = {
 }  # fmt: skip
 
 
+TINY_DETECT: dict[str, Any] = {
+    "collect": {"scenes": 60, "canvas": 64, "min_digit_px": 12, "max_digit_px": 24, "max_digits": 3},
+    "validate": {"min_samples": 20, "min_class_share": 0.02, "max_quarantine_share": 0.2},
+    "split": {"train": 0.6, "val": 0.2, "test": 0.2},
+    "model": {"input_size": 64, "width": 8, "score_threshold": 0.001},  # an untrained model still answers
+    "train": {"epochs": 2, "batch_size": 8, "lr": 0.01, "progress": False,
+              "augment": [{"name": "RandomAffine", "args": {"degrees": 0, "translate": [0.1, 0.1]}}]},
+    "tune": {"enabled": False},
+    "evaluate": {"batch_size": 32},
+    "promote": {"min_delta": 0.0, "serving_check_samples": 8},
+}  # fmt: skip
+
+
 @pytest.fixture
 def tiny_params() -> dict[str, Any]:
     return {"tasks": ["classify"], "classify": copy.deepcopy(TINY_CLASSIFY)}
@@ -84,7 +97,10 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
 @pytest.fixture
 def project(tmp_path: Path, tiny_params: dict[str, Any]) -> Path:
     """A git + DVC copy of the repository's pipeline (code, dvc.yaml, flows) with tiny params, committed."""
-    root = tmp_path / "project"
+    return make_project(tmp_path / "project", tiny_params)
+
+
+def make_project(root: Path, tiny_params: dict[str, Any]) -> Path:
     root.mkdir()
     for item in ("dvc.yaml", "src", "flows", ".dvcignore", ".gitignore"):
         source = REPO / item
@@ -92,8 +108,9 @@ def project(tmp_path: Path, tiny_params: dict[str, Any]) -> Path:
             shutil.copytree(source, root / item, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         else:
             shutil.copy2(source, root / item)
-    (root / "data" / "incoming" / "classify").mkdir(parents=True)
-    (root / "data" / "incoming" / "classify" / ".gitkeep").touch()
+    for task in tiny_params["tasks"]:
+        (root / "data" / "incoming" / task).mkdir(parents=True)
+        (root / "data" / "incoming" / task / ".gitkeep").touch()
     (root / "params.yaml").write_text(yaml.safe_dump(tiny_params, sort_keys=False))
     run(["git", "init", "-q"], root)
     run([sys.executable, "-m", "dvc", "init", "-q"], root)
@@ -139,9 +156,9 @@ def import_flow(project: Path, module: str, name: str):
 
 
 @pytest.fixture(scope="session")
-def promoted(tmp_path_factory):
-    """A tiny classify project trained, evaluated and promoted: the production model of the test store.
-    Returns (paths, params, stored model)."""
+def promoted_all(tmp_path_factory) -> dict[str, tuple[TaskPaths, dict, StoredModel]]:
+    """One tiny project where classify and detect are trained, evaluated and promoted: the production models of
+    the test store. Returns task -> (paths, params, stored model)."""
     import bentoml
 
     from lifecycle import registry
@@ -153,21 +170,31 @@ def promoted(tmp_path_factory):
     from lifecycle.stages.train import train
 
     root = tmp_path_factory.mktemp("promoted")
-    params = {"tasks": ["classify"], "classify": copy.deepcopy(TINY_CLASSIFY),
+    params = {"tasks": ["classify", "detect"], "classify": copy.deepcopy(TINY_CLASSIFY), "detect": copy.deepcopy(TINY_DETECT),
               "serving": {"log_dir": str(root / "logs" / "requests")},
               "monitoring": {"min_rows": 20, "push": False, "capture_inputs": True, "capture_rate": 1.0,
                              "capture_dir": str(root / "data" / "captured")}}  # fmt: skip
     params["classify"]["train"].update(epochs=4, batch_size=16)
-    params["classify"]["serve"] = {"max_batch_size": 16, "max_latency_ms": 10000}
+    for name in params["tasks"]:
+        params[name]["serve"] = {"max_batch_size": 16, "max_latency_ms": 10000}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    paths = TaskPaths(root, "classify")
-    for stage in (collect, split, train, evaluate):
-        stage(make_task(params), paths)
-    for model in registry.versions("classify"):
-        bentoml.models.delete(model.tag)
-    decision = promote(make_task(params), paths)
-    assert decision["promoted"], decision["summary"]
-    return paths, params, registry.get(decision["stored_as"])
+    promoted = {}
+    for name in params["tasks"]:
+        paths = TaskPaths(root, name)
+        for stage in (collect, split, train, evaluate):
+            stage(make_task(params, name), paths)
+        for model in registry.versions(name):
+            bentoml.models.delete(model.tag)
+        decision = promote(make_task(params, name), paths)
+        assert decision["promoted"], decision["summary"]
+        promoted[name] = (paths, params, registry.get(decision["stored_as"]))
+    return promoted
+
+
+@pytest.fixture(scope="session")
+def promoted(promoted_all):
+    """The tiny classify model of `promoted_all`: (paths, params, stored model)."""
+    return promoted_all["classify"]
 
 
 @dataclass

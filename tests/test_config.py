@@ -10,8 +10,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_repository_params_are_valid():
     params = load_params(REPO / "params.yaml")
-    assert params.tasks == ["classify"]
-    assert params.task("classify").train.epochs >= 1
+    assert params.tasks == ["classify", "detect"]
+    assert all(params.task(name).train.epochs >= 1 for name in params.tasks)
 
 
 @pytest.mark.parametrize(

@@ -63,7 +63,7 @@ def test_drift_starts_the_retrain_deployment_with_the_reason_and_no_drift_does_n
 
     paths, params, _ = promoted
     ids = {d.name: d.apply() for d in import_flow(REPO, "deployments", "deployments")(paths.root)}
-    assert set(ids) == {"retrain-classify", "monitor-classify"}
+    assert set(ids) == {f"{kind}-{task}" for kind in ("retrain", "monitor") for task in params["tasks"]}
     monitor_flow = import_flow(REPO, "monitoring", "monitor")
     task = make_task(params)
 

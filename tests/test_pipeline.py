@@ -1,12 +1,13 @@
 """The whole pipeline through real DVC and through the real Prefect flow, in a throwaway project copy."""
 
+import copy
 import json
 import sys
 
 import pytest
 import yaml
 
-from conftest import import_flow, run
+from conftest import TINY_DETECT, import_flow, make_project, run
 
 pytestmark = pytest.mark.slow
 STAGES = ("collect", "validate", "split", "tune", "train", "evaluate", "promote")
@@ -61,6 +62,23 @@ def test_prefect_flow_runs_the_dvc_stages_publishes_metrics_and_records_versions
     assert artifact is not None and "test accuracy" in artifact.data and "Last promotion decision:" in artifact.data
     assert summary["promotion"]["summary"] and decision.data.startswith("# classify: ")
     assert ran_stages(dvc(project, "repro").stdout) == [], "the flow's run is what dvc.lock records"
+
+
+def test_detect_lifecycle_through_dvc_with_a_search(tmp_path):
+    """A second task through every stage, tuning included, with no stage knowing it is detection."""
+    params = {"tasks": ["detect"], "detect": copy.deepcopy(TINY_DETECT)}
+    params["detect"]["tune"] = {"enabled": True, "trials": 2, "parallel": 1, "epochs": 1, "sampler_startup_trials": 2,
+                                "space": {"train.lr": {"low": 0.005, "high": 0.02, "log": True}}}  # fmt: skip
+    project = make_project(tmp_path / "project", params)
+    assert ran_stages(dvc(project, "repro").stdout) == sorted(f"{s}@detect" for s in STAGES)
+    metrics = json.loads((project / "reports/detect/evaluate/metrics.json").read_text())
+    assert metrics["primary_metric"] == "map_50" and 0 <= metrics["map_50"] <= 1 and 0 <= metrics["mean_iou"] <= 1
+    assert (project / "reports/detect/evaluate/figures/test_scenes.png").stat().st_size > 0
+    assert "train.lr" in yaml.safe_load((project / "models/detect/tuned.yaml").read_text())["overrides"]
+    validated = json.loads((project / "reports/detect/validate/result.json").read_text())
+    assert validated["success"]
+    decision = json.loads((project / "reports/detect/promote/decision.json").read_text())
+    assert decision["promoted"] or decision["reasons"]
 
 
 def test_bad_params_stop_before_any_work(project):

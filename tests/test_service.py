@@ -140,7 +140,33 @@ def test_health_and_metrics_endpoints(server):
     assert "bentoml_service_request_total" in httpx.get(f"{server.url}/metrics", timeout=10).text
 
 
-def test_bentoml_build_packages_the_service_and_the_production_model(server):
+def test_detect_answers_match_offline_with_the_mask_on_request(server, promoted_all):
+    from lifecycle.atomic import read_jsonl
+    from lifecycle.data import rows_of_split
+
+    paths, _, stored = promoted_all["detect"]
+    offline = {r["sample_id"]: r["prediction"] for r in read_jsonl(paths.reports("evaluate") / "predictions.jsonl")}
+    rows = rows_of_split(paths.split_manifest, "test")[:6]
+    with httpx.Client(timeout=30) as client:
+        post = lambda row, query="": client.post(f"{server.url}/detect{query}",  # noqa: E731
+                                                 files={"image": ("scene.png", (paths.raw / row["path"]).read_bytes())})
+        answered_objects = 0
+        for row in rows:
+            expected = offline[row["sample_id"]]
+            plain, masked = post(row), post(row, "?mask=true")
+            assert plain.status_code == masked.status_code == 200, (plain.text, masked.text)
+            assert plain.json() == {"objects": plain.json()["objects"], "model": stored.tag}, "no mask unless asked"
+            assert _same(plain.json()["objects"], expected["objects"], TOLERANCE)
+            assert masked.json()["mask"] == expected["mask"] and masked.json()["mask"]["size"] == [64, 64]
+            answered_objects += len(plain.json()["objects"])
+        assert answered_objects > 0, "the tiny model answers objects (its score threshold is low)"
+        for query in ("?mask=maybe", "?colour=red"):
+            bad = post(rows[0], query)
+            assert bad.status_code == 400 and "mask" in bad.json()["error"]
+        assert server.classify(client, server.image(server.rows[0]), params={"mask": "true"}).status_code == 400
+
+
+def test_bentoml_build_packages_the_service_and_the_production_model(server, promoted_all):
     from conftest import REPO, run
 
     for name in ("bentofile.yaml", "requirements.lock"):
@@ -152,7 +178,7 @@ def test_bentoml_build_packages_the_service_and_the_production_model(server):
     tag = re.search(r"__tag__:(\S+)", out).group(1)
     info = json.loads(run([bentoml, "get", tag, "-o", "json"], server.paths.root).stdout)
     models = [m["tag"] for s in info["services"] for m in s.get("models", [])]
-    assert models == [server.stored.tag]
+    assert sorted(models) == sorted(stored.tag for _, _, stored in promoted_all.values())
     bento = Path(os.environ["BENTOML_HOME"]) / "bentos" / tag.replace(":", "/")
     assert (bento / "env" / "docker" / "Dockerfile").exists()
     assert (bento / "src" / "params.yaml").exists() and (bento / "src" / "src" / "lifecycle" / "service.py").exists()

@@ -159,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             result = run_stage(args.command, args.task, args.params, args.root.resolve())
             print(json.dumps(asdict(result) if is_dataclass(result) else result, indent=2, default=str))
-    except (ConfigError, DataValidationError, SplitLeakError, LookupError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, DataValidationError, SplitLeakError, LookupError, FileNotFoundError, ValueError,
+            NotImplementedError) as e:
         # Bad configuration or bad data: a one-line answer naming what is wrong, not a traceback.
         print(f"lifecycle {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator,
+                      model_validator)
 
 
 class ConfigError(ValueError):
@@ -17,6 +18,15 @@ class ConfigError(ValueError):
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _unique(names: list[str]) -> list[str]:
+    if len(set(names)) != len(names):
+        raise ValueError("class names must be unique")
+    return names
+
+
+ClassNames = Annotated[list[str], AfterValidator(_unique)]  # a task's classes, in the order models number them
 
 
 def device_field() -> Any:
@@ -231,12 +241,13 @@ def task_schema(task: str) -> type[BaseModel]:
     """The schema of one task's section: its own collect and model settings plus the generic stages."""
     from lifecycle.tasks import get_task
 
-    collect, model = get_task(task).CollectConfig, get_task(task).ModelConfig
+    cls = get_task(task)
+    collect, model, validate = cls.CollectConfig, cls.ModelConfig, cls.ValidateConfig or ValidateConfig
     return create_model(
         f"{task.capitalize()}Params",
         __base__=Strict,
         collect=(collect, Field(default_factory=collect)),
-        validation=(ValidateConfig, Field(default_factory=ValidateConfig, alias="validate")),
+        validation=(validate, Field(default_factory=validate, alias="validate")),
         split=(SplitConfig, Field(default_factory=SplitConfig)),
         model=(model, Field(default_factory=model)),
         train=(TrainConfig, Field(default_factory=TrainConfig)),

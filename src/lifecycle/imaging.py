@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,15 @@ def decode_gray(data: bytes, max_side: int) -> torch.Tensor:
     """Image bytes as a uint8 1xHxW tensor: any mode converted to 8-bit grayscale (CMYK, 16-bit, palette;
     transparency composited on white). Raises InvalidInput for empty, unidentifiable, oversized or corrupt data;
     the size is checked from the header, before any pixel is decoded."""
+    return _decode(data, max_side, gray_tensor)
+
+
+def decode_rgb(data: bytes, max_side: int) -> torch.Tensor:
+    """Image bytes as a uint8 3xHxW RGB tensor, with the conversions and checks of `decode_gray`."""
+    return _decode(data, max_side, rgb_tensor)
+
+
+def _decode(data: bytes, max_side: int, to_tensor: Callable[[Image.Image], torch.Tensor]) -> torch.Tensor:
     if not data:
         raise InvalidInput("empty file: no image bytes received")
     try:
@@ -48,24 +58,32 @@ def decode_gray(data: bytes, max_side: int) -> torch.Tensor:
         raise InvalidInput(f"image is {img.width}x{img.height} pixels; the largest accepted side is {max_side}", 413)
     try:
         img.load()  # decodes every pixel: a truncated file fails here
-        return gray_tensor(img)
+        return to_tensor(img)
     except _DECODE_ERRORS as e:
         raise InvalidInput(f"truncated or corrupt {img.format or ''} image: {e}".replace("  ", " ")) from None
 
 
 def gray_tensor(img: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(_pixels(img, "L").copy()).unsqueeze(0)
+
+
+def rgb_tensor(img: Image.Image) -> torch.Tensor:
+    pixels = _pixels(img, "RGB")
+    return torch.from_numpy((np.repeat(pixels[..., None], 3, axis=-1) if pixels.ndim == 2 else pixels).copy()).permute(2, 0, 1)
+
+
+def _pixels(img: Image.Image, mode: str) -> np.ndarray:
+    """8-bit pixels in `mode` (L or RGB); 16-bit and float images are scaled to 8 bits (as grey)."""
     with img:
         if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
             arr = np.asarray(img, dtype=np.float64)
             peak = 65535.0 if img.mode.startswith("I;16") else max(float(arr.max()), 1.0)
-            arr = np.clip(arr / peak * 255.0, 0, 255).astype(np.uint8)
-        else:
-            if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
-                img = composite_on_white(img)
-            elif img.mode == "CMYK":
-                img = img.convert("RGB")
-            arr = np.asarray(img.convert("L"), dtype=np.uint8)
-    return torch.from_numpy(arr.copy()).unsqueeze(0)
+            return np.clip(arr / peak * 255.0, 0, 255).astype(np.uint8)
+        if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
+            img = composite_on_white(img)
+        elif img.mode == "CMYK":
+            img = img.convert("RGB")
+        return np.asarray(img.convert(mode), dtype=np.uint8)
 
 
 def composite_on_white(img: Image.Image) -> Image.Image:

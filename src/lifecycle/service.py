@@ -138,7 +138,8 @@ async def respond(service: Any, endpoint: Endpoint, request: Request) -> JSONRes
         data, filename = await read_upload(request, endpoint.task.input_field, service.serving)
         raw, prepared = await run_in_threadpool(decode_and_prepare, endpoint.task, data)
         answer = await ask_model(getattr(service, endpoint.model_attr), prepared)
-        body = {**answer.prediction, "model": endpoint.tag}
+        answered = endpoint.task.answer(answer.prediction, dict(request.query_params))
+        body = {**answered, "model": endpoint.tag}
     except InvalidInput as e:
         return JSONResponse({"error": str(e)}, status_code=e.status, headers=headers)
     except bentoml.exceptions.ServiceUnavailable as e:
@@ -148,7 +149,7 @@ async def respond(service: Any, endpoint: Endpoint, request: Request) -> JSONRes
         return JSONResponse({"error": f"internal error (request {request_id}); see the server log"}, status_code=500,
                             headers=headers)  # fmt: skip
     latency_ms = (time.perf_counter() - started) * 1000
-    await run_in_threadpool(log_request, endpoint, request_id, raw, answer, latency_ms)
+    await run_in_threadpool(log_request, endpoint, request_id, raw, Answer(answered, answer.embedding), latency_ms)
     capture = service.monitoring
     if capture.capture_inputs and service.sampler.random() < capture.capture_rate:
         await run_in_threadpool(capture_input, capture.capture_dir / endpoint.task.name, request_id, filename, data)

@@ -135,12 +135,13 @@ def scalar_metrics(values: Mapping[str, torch.Tensor]) -> dict[str, float]:
 
 @torch.no_grad()
 def run_eval(
-    task: Task, model: nn.Module, loader: DataLoader, device: torch.device, amp: AmpStep
-) -> tuple[float, dict[str, torch.Tensor], list[Any]]:
-    """Mean loss, computed metrics and the raw outputs (on CPU) over a loader."""
+    task: Task, model: nn.Module, loader: DataLoader, device: torch.device, amp: AmpStep, predict: bool = False
+) -> tuple[float, dict[str, torch.Tensor], list[dict[str, Any]]]:
+    """Mean loss and computed metrics over a loader, and with `predict` the task's post-processed predictions
+    (made batch by batch: raw outputs, a detector's class maps say, are never all held at once)."""
     model.eval()
     metrics = task.metrics().to(device)
-    total_loss, count, outputs_all = 0.0, 0, []
+    total_loss, count, predictions = 0.0, 0, []
     for inputs, targets in loader:
         inputs, targets = to_device(inputs, device), to_device(targets, device)
         with amp.autocast():
@@ -148,8 +149,9 @@ def run_eval(
         total_loss += float(task.loss(outputs, targets)) * len(targets)
         count += len(targets)
         metrics.update(outputs.float() if isinstance(outputs, torch.Tensor) else outputs, targets)
-        outputs_all.append(to_device(outputs, torch.device("cpu")))
-    return total_loss / max(count, 1), metrics.compute(), outputs_all
+        if predict:
+            predictions += task.predict(to_device(outputs, torch.device("cpu")))
+    return total_loss / max(count, 1), metrics.compute(), predictions
 
 
 def train_one_epoch(

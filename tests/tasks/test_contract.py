@@ -39,9 +39,15 @@ def batch_of(task, samples, train: bool):
     return task.collate([transform(x, task.encode_target(label)) for x, label, _ in samples])
 
 
+def same_outputs(a, b) -> bool:
+    """Model outputs (a tensor or a structure of tensors) equal within float tolerance."""
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same_outputs(a[k], b[k]) for k in a)
+    return torch.allclose(a.float(), b.float(), atol=1e-5)
+
+
 def test_registered_with_hooks(task):
     assert task.name in list_tasks() and get_task(task.name) is type(task)
-    assert task.primary_metric in task.metrics()
 
 
 def test_inspect_accepts_own_samples_and_rejects_garbage(task, samples):
@@ -76,7 +82,8 @@ def test_predictions_match_the_output_schema(task, samples):
     assert len(predictions) == len(samples)
     for p in predictions:
         json.dumps(p)
-        assert 0.0 <= p["confidence"] <= 1.0
+        assert 0.0 <= task.confidence(p) <= 1.0
+        assert task.answer(p, {}) is not None
     metrics = task.metrics()
     metrics.update(outputs, targets)
     assert 0.0 <= float(metrics.compute()[task.primary_metric]) <= 1.0
@@ -119,13 +126,14 @@ def test_serving_hooks(task, samples):
     with torch.no_grad():
         outputs, features = task.embed(model, inputs)
         expected = task.forward(model, inputs)
-    assert torch.allclose(outputs, expected) and features.shape[0] == len(samples)
+    assert same_outputs(outputs, expected) and features.shape[0] == len(samples)
     for prediction in task.predict(outputs):
         assert 0.0 <= task.confidence(prediction) <= 1.0
 
 
 def test_monitoring_and_labeling_hooks(task, samples):
-    """Shifted traffic decodes; predictions become monitored columns; Label Studio round-trips a label."""
+    """Shifted traffic decodes; predictions become monitored columns; Label Studio, where the task has an
+    interface, round-trips a label."""
     import numpy as np
 
     data = samples[0][2].data
@@ -137,7 +145,11 @@ def test_monitoring_and_labeling_hooks(task, samples):
     with torch.no_grad():
         prediction = task.predict(task.forward(model, task.batch_inputs([task.prepare(samples[0][0])])))[0]
     assert all(isinstance(v, (str, float)) for v in task.monitored(prediction).values())
-    label = task.from_label_studio(task.to_label_studio(prediction))
+    try:
+        result = task.to_label_studio(prediction)
+    except NotImplementedError:
+        pytest.skip(f"task {task.name} has no Label Studio interface")
+    label = task.from_label_studio(result)
     task.inspect(data, label)
     assert task.label_studio_config().startswith("<View>")
     with pytest.raises(ValueError):

@@ -101,5 +101,6 @@ def _row(digest: str, relative: str, candidate: RawSample, meta: dict[str, Any])
         "source": candidate.source,
         "origin": candidate.origin,
         "group": candidate.group,
+        **({"source_split": candidate.split} if candidate.split else {}),
         **meta,
     }

@@ -3,6 +3,7 @@ reference (the test split as the model sees it: descriptors, predictions, embedd
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -25,10 +26,15 @@ def metric_values(task: Task, values: dict[str, torch.Tensor]) -> tuple[dict[str
         if value.numel() == 1:
             scalars[name] = float(value)
         elif classes is not None and value.numel() == len(classes):
-            per_class[name.removeprefix("per_class_")] = dict(zip(classes, value.tolist()))
+            per_class[name.removeprefix("per_class_")] = dict(zip(classes, _finite(value)))
         else:
-            per_class[name] = value.tolist()
+            per_class[name] = _finite(value)
     return scalars, per_class
+
+
+def _finite(values: torch.Tensor) -> list[float | None]:
+    """Values as JSON numbers; NaN (a class the test split does not hold, say) as null."""
+    return [None if math.isnan(v) else v for v in values.flatten().tolist()]
 
 
 def predict_rows(
@@ -38,8 +44,7 @@ def predict_rows(
     """Mean loss, computed metrics and post-processed predictions of `model` over manifest rows."""
     loader = make_loader(task, ManifestDataset(task, rows, paths.raw, train=False), batch_size, shuffle=False)
     amp = AmpStep(device, resolve_precision(task.cfg.train.precision, device))
-    loss, values, outputs = run_eval(task, model, loader, device, amp)
-    return loss, values, [p for batch in outputs for p in task.predict(batch)]
+    return run_eval(task, model, loader, device, amp, predict=True)
 
 
 def evaluate(task: Task, paths: TaskPaths) -> dict[str, Any]:
@@ -50,7 +55,8 @@ def evaluate(task: Task, paths: TaskPaths) -> dict[str, Any]:
     loss, values, predictions = predict_rows(model_task, model, rows, paths, device, task.cfg.evaluate.batch_size)
     scalars, per_class = metric_values(model_task, values)
     out_dir = paths.reports("evaluate")
-    extra = model_task.report(predictions, [row["label"] for row in rows], out_dir / "figures")
+    extra = model_task.report(predictions, [row["label"] for row in rows], [paths.raw / row["path"] for row in rows],
+                              out_dir / "figures")  # fmt: skip
     metrics = {**scalars, **extra, "loss": loss, "test_samples": len(rows), "primary_metric": task.primary_metric}
     write_jsonl(out_dir / "predictions.jsonl", (
         {"sample_id": row["sample_id"], "truth": row["label"], "prediction": pred} for row, pred in zip(rows, predictions)

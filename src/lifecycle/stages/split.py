@@ -27,7 +27,9 @@ def split_of(key: str, cfg: SplitConfig) -> str:
 
 
 def assign_splits(rows: list[dict[str, Any]], cfg: SplitConfig) -> list[dict[str, Any]]:
-    return [{**row, "split": split_of(row.get("group") or row["sample_id"], cfg)} for row in rows]
+    """Each row's split: the one its source decided (`source_split`), else the hash of its group or content."""
+    return [{**row, "split": row.get("source_split") or split_of(row.get("group") or row["sample_id"], cfg)}
+            for row in rows]
 
 
 def check_no_leak(rows: list[dict[str, Any]]) -> None:
@@ -53,7 +55,8 @@ def split(task: Task, paths: TaskPaths) -> dict[str, Any]:
     summary: dict[str, Any] = {"samples": len(rows), **{s: counts[s] for s in SPLITS}}
     if task.label_set() is not None:
         summary["classes"] = {
-            s: dict(sorted(Counter(task.class_of(r["label"]) for r in rows if r["split"] == s).items())) for s in SPLITS
+            s: dict(sorted(Counter(c for r in rows if r["split"] == s for c in task.classes_of(r["label"])).items()))
+            for s in SPLITS
         }
     write_json(paths.reports("split") / "summary.json", summary)
     return summary

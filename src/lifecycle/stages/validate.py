@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from lifecycle.atomic import atomic_dir, read_jsonl, write_json
+from lifecycle.data import SPLITS
 from lifecycle.paths import TaskPaths
 from lifecycle.tasks.base import Task
 
@@ -22,57 +23,57 @@ class DataValidationError(RuntimeError):
     """The data failed its expectations."""
 
 
-def tables(task: Task, paths: TaskPaths) -> dict[str, pd.DataFrame]:
-    """The three tables the suites check: the manifest, the class balance and the collection summary."""
+Checks = dict[str, tuple[pd.DataFrame, list[Any]]]  # table name -> (table, its expectations)
+
+
+def checks(task: Task, paths: TaskPaths) -> Checks:
+    """The generic tables and expectations (the manifest, its labels' classes, their balance, the collection
+    summary) and the task's own (`Task.data_checks`)."""
+    import great_expectations.expectations as gxe
+
+    v = task.cfg.validation
     rows = read_jsonl(paths.raw_manifest)
     manifest = pd.DataFrame(rows)
     for column in REQUIRED_COLUMNS:
         if column not in manifest:
             manifest[column] = pd.Series(dtype=object)
-    manifest["class"] = [task.class_of(label) for label in manifest["label"]]
     manifest["label"] = manifest["label"].map(repr)  # any JSON value, as text for the null/type checks
-    counts = Counter(c for c in manifest["class"] if c is not None)
+    occurrences = [c for row in rows for c in task.classes_of(row["label"])]
+    counts = Counter(occurrences)
     classes = task.label_set() or sorted(counts)
     balance = pd.DataFrame(
         {"class": classes, "count": [counts.get(c, 0) for c in classes],
-         "share": [counts.get(c, 0) / max(len(rows), 1) for c in classes]}
+         "share": [counts.get(c, 0) / max(len(occurrences), 1) for c in classes]}
     )  # fmt: skip
     quarantined = len(read_jsonl(paths.quarantine))
     summary = pd.DataFrame(
         [{"samples": len(rows), "quarantined": quarantined,
           "quarantine_share": quarantined / max(len(rows) + quarantined, 1)}]
     )  # fmt: skip
-    return {"manifest": manifest, "balance": balance, "summary": summary}
-
-
-def suites(task: Task, manifest: pd.DataFrame) -> dict[str, list[Any]]:
-    import great_expectations.expectations as gxe
-
-    v = task.cfg.validation
-    checks: dict[str, list[Any]] = {
-        "manifest": [
-            gxe.ExpectTableColumnsToMatchSet(column_set=REQUIRED_COLUMNS, exact_match=False),
-            gxe.ExpectColumnValuesToBeUnique(column="sample_id"),
-            gxe.ExpectColumnValuesToMatchRegex(column="sample_id", regex=r"^[0-9a-f]{64}$"),
-            *(gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("path", "label", "source")),
-        ],
-        "balance": [gxe.ExpectColumnValuesToBeBetween(column="share", min_value=v.min_class_share)],
-        "summary": [
+    on_manifest = [
+        gxe.ExpectTableColumnsToMatchSet(column_set=REQUIRED_COLUMNS, exact_match=False),
+        gxe.ExpectColumnValuesToBeUnique(column="sample_id"),
+        gxe.ExpectColumnValuesToMatchRegex(column="sample_id", regex=r"^[0-9a-f]{64}$"),
+        *(gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("path", "label", "source")),
+        *(gxe.ExpectColumnValuesToBeBetween(column=side, min_value=v.min_side, max_value=v.max_side)
+          for side in ("width", "height") if side in manifest),
+    ]  # fmt: skip
+    if "source_split" in manifest:
+        on_manifest.append(gxe.ExpectColumnValuesToBeInSet(column="source_split", value_set=list(SPLITS)))
+    on_classes = [gxe.ExpectColumnValuesToBeInSet(column="class", value_set=task.label_set())] if task.label_set() else []
+    return {
+        "manifest": (manifest, on_manifest),
+        "classes": (pd.DataFrame({"class": pd.Series(occurrences, dtype=object)}), on_classes),
+        "balance": (balance, [gxe.ExpectColumnValuesToBeBetween(column="share", min_value=v.min_class_share)]),
+        "summary": (summary, [
             gxe.ExpectColumnValuesToBeBetween(column="samples", min_value=v.min_samples),
             gxe.ExpectColumnValuesToBeBetween(column="quarantine_share", max_value=v.max_quarantine_share),
-        ],
-    }
-    if task.label_set() is not None:
-        checks["manifest"].append(gxe.ExpectColumnValuesToBeInSet(column="class", value_set=task.label_set()))
-    for side in ("width", "height"):
-        if side in manifest:
-            checks["manifest"].append(
-                gxe.ExpectColumnValuesToBeBetween(column=side, min_value=v.min_side, max_value=v.max_side)
-            )
-    return checks
+        ]),
+        **task.data_checks(rows),
+    }  # fmt: skip
 
 
-def run_checkpoint(task: Task, frames: dict[str, pd.DataFrame], project_dir: Path) -> tuple[bool, list[dict], Path]:
+def run_checkpoint(task: Task, tables: Checks, project_dir: Path) -> tuple[bool, list[dict], Path]:
     """Run every suite in one GX checkpoint; returns (success, failures, data docs folder)."""
     import great_expectations as gx
 
@@ -82,7 +83,7 @@ def run_checkpoint(task: Task, frames: dict[str, pd.DataFrame], project_dir: Pat
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     source = context.data_sources.add_pandas(task.name)
     definitions = {}
-    for name, expectations in suites(task, frames["manifest"]).items():
+    for name, (_, expectations) in tables.items():
         batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(name)
         suite = context.suites.add(gx.ExpectationSuite(name=f"{task.name}.{name}"))
         for expectation in expectations:
@@ -93,7 +94,7 @@ def run_checkpoint(task: Task, frames: dict[str, pd.DataFrame], project_dir: Pat
     failures: list[dict] = []
     success = True
     for name, definition in definitions.items():
-        result = definition.run(batch_parameters={"dataframe": frames[name]}, result_format="SUMMARY")
+        result = definition.run(batch_parameters={"dataframe": tables[name][0]}, result_format="SUMMARY")
         success &= bool(result.success)
         failures += [_failure(name, r) for r in result.results if not r.success]
     context.build_data_docs()
@@ -114,13 +115,13 @@ def _failure(table: str, r: Any) -> dict[str, Any]:
 
 
 def validate(task: Task, paths: TaskPaths) -> dict[str, Any]:
-    frames = tables(task, paths)
+    tables = checks(task, paths)
     report_dir = paths.reports("validate")
     with tempfile.TemporaryDirectory(prefix="gx-") as tmp:
-        success, failures, docs = run_checkpoint(task, frames, Path(tmp))
+        success, failures, docs = run_checkpoint(task, tables, Path(tmp))
         with atomic_dir(report_dir / "data_docs") as out:
             shutil.copytree(docs, out, dirs_exist_ok=True)
-    result = {"success": success, "samples": len(frames["manifest"]), "failures": failures}
+    result = {"success": success, "samples": len(tables["manifest"][0]), "failures": failures}
     write_json(report_dir / "result.json", result)
     if not success:
         listing = "\n".join(

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from torch import nn
 
 if TYPE_CHECKING:
+    import pandas as pd
     from torchmetrics import MetricCollection
 
 Label = Any  # JSON-serialisable
@@ -39,6 +40,7 @@ class RawSample:
     source: str  # "embedded", "folder", "incoming", ...
     origin: str  # where exactly it came from: a file path, a dataset index
     group: str | None = None  # split unit; None means the content hash
+    split: str | None = None  # a split the source already decided (scenes drawn from split source items)
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class Task(ABC):
     primary_metric: ClassVar[str]
     higher_is_better: ClassVar[bool] = True
     CollectConfig: ClassVar[type[BaseModel]]
+    ValidateConfig: ClassVar[type[BaseModel] | None] = None  # a subclass of config.ValidateConfig; None: the generic one
     ModelConfig: ClassVar[type[BaseModel]]
 
     def __init__(self, cfg: Any) -> None:
@@ -93,9 +96,15 @@ class Task(ABC):
         """The allowed class names, when labels are classes (used by validation); None otherwise."""
         return None
 
-    def class_of(self, label: Label) -> str | None:
-        """The label's class for balance checks (e.g. the label itself, or None when not a class)."""
-        return None
+    def classes_of(self, label: Label) -> list[str]:
+        """The classes a label holds, for balance checks: the label itself for a class, each object's class for
+        detection, none for text."""
+        return []
+
+    def data_checks(self, rows: list[dict[str, Any]]) -> dict[str, tuple[pd.DataFrame, list[Any]]]:
+        """Task-specific tables of the raw manifest's rows, each with its Great Expectations expectations (e.g. one
+        row per box for detection); validated with the generic suites."""
+        return {}
 
     # ---- model inputs -----------------------------------------------------------------------------
     @abstractmethod
@@ -154,6 +163,13 @@ class Task(ABC):
     def predict(self, outputs: Any) -> list[dict[str, Any]]:
         """Post-process a batch of model outputs into one JSON-serialisable prediction per input."""
 
+    def answer(self, prediction: dict[str, Any], options: dict[str, str]) -> dict[str, Any]:
+        """The HTTP answer for a prediction, shaped by the request's query parameters (e.g. detection's
+        `?mask=true`); raise InvalidInput for an unknown option. Without options, the prediction as it is."""
+        if options:
+            raise InvalidInput(f"/{self.endpoint} takes no query parameters, got {sorted(options)}")
+        return prediction
+
     def confidence(self, prediction: dict[str, Any]) -> float | None:
         """The one number saying how sure a prediction is (logged for monitoring)."""
         value = prediction.get("confidence")
@@ -192,8 +208,10 @@ class Task(ABC):
         """Where a labeled sample goes in the landing zone so that `collect` reads it with its label."""
         raise NotImplementedError(f"task {self.name} has no landing-zone layout yet")
 
-    def report(self, predictions: list[dict[str, Any]], labels: list[Label], out_dir: Path) -> dict[str, Any]:
-        """Write task-specific evaluation pictures and plot data under `out_dir`; return extra metrics."""
+    def report(self, predictions: list[dict[str, Any]], labels: list[Label], inputs: Sequence[Path],
+               out_dir: Path) -> dict[str, Any]:  # fmt: skip
+        """Write task-specific evaluation pictures and plot data under `out_dir` from the test split's predictions,
+        labels and stored input files; return extra metrics."""
         return {}
 
     def preview(self, samples: Sequence[tuple[torch.Tensor, Any]], path: Path) -> None:

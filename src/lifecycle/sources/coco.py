@@ -1,0 +1,134 @@
+"""Detection data in the COCO layout, for user data sets and the landing zone. Any folder below the root holding an
+`annotations.json` is one data set:
+
+    <set>/annotations.json     COCO: "images" [{id, file_name, width, height}], "categories" [{id, name}],
+                               "annotations" [{image_id, category_id, bbox: [x, y, width, height]}]
+    <set>/<file_name>          each image, at the path its file_name gives (e.g. images/0001.png)
+    <set>/masks/<stem>.png     each image's class map: 8-bit, pixel = the category id, 0 = background
+
+Category names must be the task's classes. Anything that does not fit (a box outside its image, an unknown
+category, a missing or wrong-sized mask, a file no annotations.json lists) is rejected with the reason."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Collection, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from lifecycle.masks import encode_class_map
+from lifecycle.tasks.base import RawSample, Rejected
+
+ANNOTATIONS = "annotations.json"
+
+
+def coco_folders(root: Path, source: str, classes: Sequence[str]) -> Iterator[RawSample | Rejected]:
+    """Every image of every COCO set below `root`, labeled; every other file rejected with the reason."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"{source} folder {root} does not exist or is not a directory")
+    used: set[Path] = set()
+    for listing in sorted(root.rglob(ANNOTATIONS)):
+        used.add(listing)
+        yield from coco_set(listing, source, classes, used)
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        if path not in used:
+            reason = f"not listed in any {ANNOTATIONS} (expected the COCO layout: <set>/{ANNOTATIONS}, images, masks/)"
+            yield Rejected(source, str(path), reason, path.read_bytes(), path.suffix.lower())
+
+
+def coco_set(annotations: Path, source: str, classes: Sequence[str], used: set[Path]) -> Iterator[RawSample | Rejected]:
+    base = annotations.parent
+    try:
+        coco = json.loads(annotations.read_text(encoding="utf-8"))
+        images = {int(i["id"]): i for i in coco["images"]}
+        categories = {int(c["id"]): str(c["name"]) for c in coco["categories"]}
+        by_image: dict[int, list[dict[str, Any]]] = {i: [] for i in images}
+        for a in coco["annotations"]:
+            by_image.setdefault(int(a["image_id"]), []).append(a)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        yield Rejected(source, str(annotations), f"unreadable COCO annotations: {type(e).__name__}: {e}",
+                       annotations.read_bytes() if annotations.is_file() else None, ".json")  # fmt: skip
+        return
+    for image_id, objects in by_image.items():
+        info = images.get(image_id)
+        if info is None:
+            yield Rejected(source, f"{annotations}#image_id={image_id}", f"{len(objects)} annotation(s) for image_id "
+                           f"{image_id}, which is not in 'images'")  # fmt: skip
+            continue
+        image_path = base / str(info.get("file_name", ""))
+        mask_path = base / "masks" / f"{Path(str(info.get('file_name', ''))).stem}.png"
+        used.update((image_path, mask_path))
+        origin = f"{annotations}#{info.get('file_name')}"
+        if not image_path.is_file():
+            yield Rejected(source, origin, f"image file {image_path} is missing")
+            continue
+        data = image_path.read_bytes()
+        try:
+            label = coco_label(objects, categories, mask_path, classes)
+        except ValueError as e:
+            yield Rejected(source, origin, str(e), data, image_path.suffix.lower())
+            continue
+        yield RawSample(data=data, suffix=image_path.suffix.lower(), label=label, source=source, origin=origin)
+
+
+def coco_label(objects: Sequence[dict[str, Any]], categories: dict[int, str], mask_path: Path,
+               classes: Collection[str]) -> dict[str, Any]:  # fmt: skip
+    """The task's label of one image: boxes as [x0, y0, x1, y1], category names, the class map; ValueError naming
+    the annotation or file at fault."""
+    boxes, labels = [], []
+    for n, a in enumerate(objects):
+        category = categories.get(int(a.get("category_id", -1)))
+        if category is None:
+            raise ValueError(f"annotation {n}: category_id {a.get('category_id')!r} is not in 'categories'")
+        bbox = a.get("bbox")
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
+            raise ValueError(f"annotation {n}: bbox must be [x, y, width, height], got {bbox!r}")
+        x, y, w, h = bbox
+        boxes.append([x, y, x + w, y + h])
+        labels.append(category)
+    if not mask_path.is_file():
+        raise ValueError(f"mask {mask_path} is missing (each image needs masks/<stem>.png)")
+    try:
+        with Image.open(io.BytesIO(mask_path.read_bytes())) as img:
+            mode, ids = img.mode, np.asarray(img)  # palette images give their indices
+    except OSError as e:
+        raise ValueError(f"mask {mask_path} is unreadable: {e}") from None
+    if mode not in ("L", "P", "I", "I;16"):
+        raise ValueError(f"mask {mask_path} must be single-channel (pixel = category id), got mode {mode}")
+    class_map = np.zeros(ids.shape, np.uint8)
+    order = list(classes)
+    for value in np.unique(ids):
+        if value == 0:
+            continue
+        name = categories.get(int(value))
+        if name is None or name not in order:
+            raise ValueError(f"mask {mask_path} has pixel value {int(value)}, not the id of a category named like one "
+                             f"of the task's classes")  # fmt: skip
+        class_map[ids == value] = order.index(name) + 1
+    return {"boxes": boxes, "labels": labels, "mask": encode_class_map(class_map, order)}
+
+
+def write_coco_set(folder: Path, items: Sequence[tuple[str, bytes, dict[str, Any]]], classes: Sequence[str]) -> Path:
+    """Write labeled images (file name, image bytes, task label) as one COCO set under `folder`, the layout
+    `coco_folders` reads: for user data prepared in code, and for the landing zone. Returns annotations.json."""
+    from lifecycle.atomic import write_bytes, write_json
+    from lifecycle.imaging import encode_png
+    from lifecycle.masks import decode_class_map
+
+    categories = [{"id": k + 1, "name": name} for k, name in enumerate(classes)]
+    images, annotations = [], []
+    for image_id, (name, data, label) in enumerate(items, start=1):
+        class_map = decode_class_map(label["mask"], classes)  # 0 background, k class k-1: the category ids
+        write_bytes(folder / "images" / name, data)
+        write_bytes(folder / "masks" / f"{Path(name).stem}.png", encode_png(class_map))
+        images.append({"id": image_id, "file_name": f"images/{name}", "height": class_map.shape[0],
+                       "width": class_map.shape[1]})  # fmt: skip
+        for (x0, y0, x1, y1), category in zip(label["boxes"], label["labels"]):
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": classes.index(category) + 1,
+                                "bbox": [x0, y0, x1 - x0, y1 - y0]})  # fmt: skip
+    write_json(folder / ANNOTATIONS, {"images": images, "annotations": annotations, "categories": categories})
+    return folder / ANNOTATIONS
