@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 from PIL import Image
@@ -54,9 +55,10 @@ class Scene:
     digits: list[str]  # digests of the source digits used
 
 
-def source_digits(limit: int | None = None) -> list[SourceDigit]:
+@cache  # the same digits every time; hashing 5,000 PNGs takes a second
+def source_digits(limit: int | None = None) -> tuple[SourceDigit, ...]:
     images, labels = mnist_digits(limit)
-    return [SourceDigit(img, str(lbl), hashlib.sha256(encode_png(img)).hexdigest()) for img, lbl in zip(images, labels)]
+    return tuple(SourceDigit(img, str(lbl), hashlib.sha256(encode_png(img)).hexdigest()) for img, lbl in zip(images, labels))
 
 
 def split_digits(digits: Sequence[SourceDigit], cfg: SplitConfig) -> dict[str, list[SourceDigit]]:

