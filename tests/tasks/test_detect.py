@@ -12,7 +12,8 @@ import torch
 from conftest import make_task
 from lifecycle.config import SplitConfig
 from lifecycle.masks import decode_class_map, encode_class_map
-from lifecycle.sources.scenes import ALPHA_THRESHOLD, SceneConfig, background, compose, scenes, source_digits
+from lifecycle.sources.scenes import (ALPHA_THRESHOLD, SceneConfig, background, compose, scene_label, scenes,
+                                      source_digits)
 
 CLASSES = [str(d) for d in range(10)]
 
@@ -66,7 +67,7 @@ def test_source_digits_never_cross_splits():
     assert not (seen["train"] & seen["val"]) and not (seen["train"] & seen["test"]) and not (seen["val"] & seen["test"])
 
 
-def test_augmentations_move_boxes_and_masks_with_the_pixels():
+def test_augmentations_move_boxes_and_masks_with_the_pixels(tmp_path):
     flip = make_task(detect_params(train={"augment": [{"name": "RandomHorizontalFlip", "args": {"p": 1.0}}]}), "detect")
     plain = make_task(detect_params(), "detect")
     affine = make_task(detect_params(
@@ -76,7 +77,7 @@ def test_augmentations_move_boxes_and_masks_with_the_pixels():
     torch.manual_seed(0)
     checked = 0
     for task in (flip, affine):
-        for sample in list(task.collect(task.cfg.collect.folder or _nowhere()))[:15]:
+        for sample in list(task.collect(tmp_path / "no-landing-zone"))[:15]:
             image, target = task.decode(sample.data), task.encode_target(sample.label)
             (x, t) = task.transform(train=True)(image, target)
             if task is flip:
@@ -97,12 +98,6 @@ def test_augmentations_move_boxes_and_masks_with_the_pixels():
     assert checked >= 8
 
 
-def _nowhere():
-    from pathlib import Path
-
-    return Path("/nonexistent-landing-zone")
-
-
 def test_coco_folder_bad_annotations_are_quarantined(tmp_path):
     from lifecycle.atomic import read_jsonl, write_json
     from lifecycle.imaging import encode_png
@@ -110,9 +105,8 @@ def test_coco_folder_bad_annotations_are_quarantined(tmp_path):
     from lifecycle.sources.coco import write_coco_set
     from lifecycle.stages.collect import collect
 
-    made = [(f"scene{i}.png", encode_png(s.image), {"boxes": s.boxes, "labels": s.labels,
-                                                     "mask": encode_class_map(s.class_map, CLASSES)})
-            for i, (_, _, s) in zip(range(7), scenes(7, SplitConfig(), CLASSES))]  # fmt: skip
+    made = [(f"scene{i}.png", encode_png(s.image), scene_label(s, CLASSES))
+            for i, (_, _, s) in zip(range(7), scenes(7, SplitConfig(), CLASSES))]
     folder = tmp_path / "coco"
     annotations = write_coco_set(folder, made, CLASSES)
     coco = json.loads(annotations.read_text())

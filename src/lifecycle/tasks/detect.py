@@ -290,6 +290,12 @@ class Detections:
     scores: torch.Tensor  # K: centre score x class probability
     labels: torch.Tensor  # K class indices
 
+    def above(self, min_score: float) -> Detections:
+        """The objects scoring at least `min_score`: what `detections` would have kept with that floor (a box is
+        only ever suppressed by a higher-scoring one, so raising the floor afterwards changes nothing else)."""
+        keep = self.scores >= min_score
+        return Detections(self.boxes[keep], self.scores[keep], self.labels[keep])
+
 
 def detections(outputs: dict[str, torch.Tensor], min_score: float, nms_iou: float) -> list[Detections]:
     """Each image's decoded objects scoring at least `min_score`, after per-class non-maximum suppression."""
@@ -580,8 +586,8 @@ def detection_metrics() -> type:
             ranked = detections(outputs, 0.01, self.nms_iou)
             self.boxes.update([{"boxes": d.boxes, "scores": d.scores, "labels": d.labels} for d in ranked],
                               [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets])  # fmt: skip
-            answered = detections(outputs, self.score_threshold, self.nms_iou)
-            maps = [paint(fg[0] > 0, found) for fg, found in zip(outputs["foreground"].float().cpu(), answered)]
+            maps = [paint(fg[0] > 0, found.above(self.score_threshold))
+                    for fg, found in zip(outputs["foreground"].float().cpu(), ranked)]
             self.iou.update(torch.stack(maps).long(), torch.stack([t["mask"] for t in targets]).cpu())
 
         def compute(self) -> dict[str, torch.Tensor]:
