@@ -75,6 +75,19 @@ TINY_DETECT: dict[str, Any] = {
 }  # fmt: skip
 
 
+TINY_OCR: dict[str, Any] = {
+    "collect": {"lines": 60, "max_chars": 8, "min_font_px": 14, "max_font_px": 20},
+    "validate": {"min_samples": 20, "max_quarantine_share": 0.2},
+    "split": {"train": 0.6, "val": 0.2, "test": 0.2},
+    "model": {"width": 4, "hidden": 16, "max_width": 256},
+    "train": {"epochs": 2, "batch_size": 8, "lr": 0.01, "progress": False,
+              "augment": [{"name": "GaussianBlur", "args": {"kernel_size": 3, "sigma": [0.1, 1.0]}}]},
+    "tune": {"enabled": False},
+    "evaluate": {"batch_size": 32},
+    "promote": {"min_delta": 0.0, "serving_check_samples": 8},
+}  # fmt: skip
+
+
 @pytest.fixture
 def tiny_params() -> dict[str, Any]:
     return {"tasks": ["classify"], "classify": copy.deepcopy(TINY_CLASSIFY)}
@@ -157,7 +170,7 @@ def import_flow(project: Path, module: str, name: str):
 
 @pytest.fixture(scope="session")
 def promoted_all(tmp_path_factory) -> dict[str, tuple[TaskPaths, dict, StoredModel]]:
-    """One tiny project where classify and detect are trained, evaluated and promoted: the production models of
+    """One tiny project where classify, detect and ocr are trained, evaluated and promoted: the production models of
     the test store. Returns task -> (paths, params, stored model)."""
     import bentoml
 
@@ -170,7 +183,8 @@ def promoted_all(tmp_path_factory) -> dict[str, tuple[TaskPaths, dict, StoredMod
     from lifecycle.stages.train import train
 
     root = tmp_path_factory.mktemp("promoted")
-    params = {"tasks": ["classify", "detect"], "classify": copy.deepcopy(TINY_CLASSIFY), "detect": copy.deepcopy(TINY_DETECT),
+    params = {"tasks": ["classify", "detect", "ocr"], "classify": copy.deepcopy(TINY_CLASSIFY),
+              "detect": copy.deepcopy(TINY_DETECT), "ocr": copy.deepcopy(TINY_OCR),
               "serving": {"log_dir": str(root / "logs" / "requests")},
               "monitoring": {"min_rows": 20, "push": False, "capture_inputs": True, "capture_rate": 1.0,
                              "capture_dir": str(root / "data" / "captured")}}  # fmt: skip

@@ -7,7 +7,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import TINY_DETECT, import_flow, make_project, run
+from conftest import TINY_CLASSIFY, TINY_DETECT, import_flow, make_project, run
 
 pytestmark = pytest.mark.slow
 STAGES = ("collect", "validate", "split", "tune", "train", "evaluate", "promote")
@@ -21,30 +21,20 @@ def ran_stages(output: str) -> list[str]:
     return sorted(line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage"))
 
 
-def test_dvc_repro_runs_once_then_only_what_changed(project):
-    first = dvc(project, "repro")
-    assert ran_stages(first.stdout) == sorted(f"{s}@classify" for s in STAGES)
-    metrics = json.loads((project / "reports/classify/evaluate/metrics.json").read_text())
-    assert 0 <= metrics["accuracy"] <= 1
-    assert (project / "dvc.lock").exists()
-    shown = dvc(project, "metrics", "show", "--json").stdout
-    assert '"accuracy"' in shown
-
-    assert ran_stages(dvc(project, "repro").stdout) == [], "a second repro is a no-op"
-
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["classify"]["train"]["lr"] = 0.02
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    expected = ["evaluate@classify", "promote@classify", "train@classify", "tune@classify"]  # tune searches around train
-    assert ran_stages(dvc(project, "repro").stdout) == expected
-
-
-def test_prefect_flow_runs_the_dvc_stages_publishes_metrics_and_records_versions(project, prefect_harness):
+def test_flow_then_dvc_repro_run_every_stage_once_then_only_what_changed(tmp_path, prefect_harness):
+    """One project, two tasks: classify through the Prefect flow (which records and pushes the versions), then
+    detect, tuning included, through plain `dvc repro`. No stage knows which task it runs, and the flow's run is
+    what dvc.lock records: repro runs detect's stages only, a second repro nothing, a params change what it touches."""
     from prefect.artifacts import Artifact
 
+    params = {"tasks": ["classify", "detect"], "classify": copy.deepcopy(TINY_CLASSIFY), "detect": copy.deepcopy(TINY_DETECT)}
+    params["detect"]["tune"] = {"enabled": True, "trials": 2, "parallel": 1, "epochs": 1, "sampler_startup_trials": 2,
+                                "space": {"train.lr": {"low": 0.005, "high": 0.02, "log": True}}}  # fmt: skip
+    project = make_project(tmp_path / "project", params)
     remote = project.parent / "dvc-remote"
     dvc(project, "remote", "add", "-d", "local", str(remote))
     run(["git", "commit", "-qam", "a local DVC remote"], project)
+
     lifecycle = import_flow(project, "training", "lifecycle")
     summary = lifecycle(task="classify", root=str(project), reason="drift detected by test", record_versions=True)
     artifact = Artifact.get("classify-metrics")
@@ -61,24 +51,23 @@ def test_prefect_flow_runs_the_dvc_stages_publishes_metrics_and_records_versions
     assert set(lock["stages"]) == {f"{s}@classify" for s in STAGES}
     assert artifact is not None and "test accuracy" in artifact.data and "Last promotion decision:" in artifact.data
     assert summary["promotion"]["summary"] and decision.data.startswith("# classify: ")
-    assert ran_stages(dvc(project, "repro").stdout) == [], "the flow's run is what dvc.lock records"
+    shown = dvc(project, "metrics", "show", "--json").stdout
+    assert '"accuracy"' in shown
 
-
-def test_detect_lifecycle_through_dvc_with_a_search(tmp_path):
-    """A second task through every stage, tuning included, with no stage knowing it is detection."""
-    params = {"tasks": ["detect"], "detect": copy.deepcopy(TINY_DETECT)}
-    params["detect"]["tune"] = {"enabled": True, "trials": 2, "parallel": 1, "epochs": 1, "sampler_startup_trials": 2,
-                                "space": {"train.lr": {"low": 0.005, "high": 0.02, "log": True}}}  # fmt: skip
-    project = make_project(tmp_path / "project", params)
     assert ran_stages(dvc(project, "repro").stdout) == sorted(f"{s}@detect" for s in STAGES)
     metrics = json.loads((project / "reports/detect/evaluate/metrics.json").read_text())
     assert metrics["primary_metric"] == "map_50" and 0 <= metrics["map_50"] <= 1 and 0 <= metrics["mean_iou"] <= 1
     assert (project / "reports/detect/evaluate/figures/test_scenes.png").stat().st_size > 0
     assert "train.lr" in yaml.safe_load((project / "models/detect/tuned.yaml").read_text())["overrides"]
-    validated = json.loads((project / "reports/detect/validate/result.json").read_text())
-    assert validated["success"]
+    assert json.loads((project / "reports/detect/validate/result.json").read_text())["success"]
     decision = json.loads((project / "reports/detect/promote/decision.json").read_text())
     assert decision["promoted"] or decision["reasons"]
+
+    assert ran_stages(dvc(project, "repro").stdout) == [], "a second repro is a no-op"
+    params["classify"]["train"]["lr"] = 0.02
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    expected = ["evaluate@classify", "promote@classify", "train@classify", "tune@classify"]  # tune searches around train
+    assert ran_stages(dvc(project, "repro").stdout) == expected
 
 
 def test_bad_params_stop_before_any_work(project):

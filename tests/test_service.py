@@ -166,6 +166,32 @@ def test_detect_answers_match_offline_with_the_mask_on_request(server, promoted_
         assert server.classify(client, server.image(server.rows[0]), params={"mask": "true"}).status_code == 400
 
 
+def test_read_text_answers_match_offline_alone_or_concurrently_and_too_wide_lines_are_refused(server, promoted_all):
+    """Lines of different widths batched together (padded to the widest) read as they do alone and offline."""
+    from lifecycle.atomic import read_jsonl
+    from lifecycle.data import rows_of_split
+
+    paths, _, stored = promoted_all["ocr"]
+    offline = {r["sample_id"]: r["prediction"] for r in read_jsonl(paths.reports("evaluate") / "predictions.jsonl")}
+    rows = rows_of_split(paths.split_manifest, "test")[:8]
+    with httpx.Client(timeout=30) as client:
+        post = lambda data: client.post(f"{server.url}/read_text", files={"image": ("line.png", data)})  # noqa: E731
+        inputs = [(paths.raw / row["path"]).read_bytes() for row in rows]
+        with ThreadPoolExecutor(len(rows)) as pool:
+            concurrent = list(pool.map(post, inputs))
+        for row, data, together in zip(rows, inputs, concurrent):
+            alone = post(data)
+            assert alone.status_code == together.status_code == 200, (alone.text, together.text)
+            assert set(alone.json()) == {"text", "confidence", "model"} and alone.json()["model"] == stored.tag
+            for answer in (alone.json(), together.json()):
+                assert answer["text"] == offline[row["sample_id"]]["text"]
+                assert abs(answer["confidence"] - offline[row["sample_id"]]["confidence"]) <= TOLERANCE
+        buf = io.BytesIO()
+        Image.new("L", (4000, 20), 255).save(buf, format="PNG")
+        wide = post(buf.getvalue())
+        assert wide.status_code == 400 and "wide" in wide.json()["error"], wide.text
+
+
 def test_bentoml_build_packages_the_service_and_the_production_model(server, promoted_all):
     from conftest import REPO, run
 

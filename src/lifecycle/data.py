@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lifecycle.atomic import read_jsonl
 from lifecycle.tasks.base import Task
@@ -34,14 +34,49 @@ class ManifestDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
+    def sizes(self, task: Task) -> list[int] | None:
+        """Each input's padded dimension (`Task.padded_size`), or None when the task's inputs do not vary."""
+        sizes = [task.padded_size(x) for x in self.inputs]
+        return None if any(s is None for s in sizes) else sizes  # type: ignore[misc]
+
     def __getitem__(self, index: int) -> tuple[Any, Any]:
         return self.transform(self.inputs[index], self.targets[index])
 
 
+class SimilarSizeBatches(Sampler[list[int]]):
+    """Shuffled batches of inputs of similar size, so that a batch pads little (text lines, audio): the samples
+    are shuffled, cut into pools of `pool_batches` batches, sorted by size within each pool and batched, and
+    the batches are shuffled. Every sample appears once per epoch; the order comes from `generator`."""
+
+    def __init__(self, sizes: Sequence[int], batch_size: int, generator: torch.Generator, pool_batches: int = 16) -> None:
+        self.sizes = list(sizes)
+        self.batch_size = batch_size
+        self.generator = generator
+        self.pool = batch_size * pool_batches
+
+    def __len__(self) -> int:
+        return -(-len(self.sizes) // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = torch.randperm(len(self.sizes), generator=self.generator).tolist()
+        batches = []
+        for start in range(0, len(order), self.pool):
+            pool = sorted(order[start : start + self.pool], key=self.sizes.__getitem__)
+            batches += [pool[i : i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
+        for i in torch.randperm(len(batches), generator=self.generator).tolist():
+            yield batches[i]
+
+
 def make_loader(
-    task: Task, dataset: Dataset, batch_size: int, *, shuffle: bool, num_workers: int = 0, seed: int = 0
+    task: Task, dataset: ManifestDataset, batch_size: int, *, shuffle: bool, num_workers: int = 0, seed: int = 0
 ) -> DataLoader:
+    """Batches of `dataset`; shuffled ones are drawn from a seeded generator (the trainer checkpoints its state)
+    and, when the task's inputs vary in size, grouped by size."""
     generator = torch.Generator().manual_seed(seed) if shuffle else None
+    sizes = dataset.sizes(task) if shuffle else None
+    if generator is not None and sizes is not None:
+        return DataLoader(dataset, batch_sampler=SimilarSizeBatches(sizes, batch_size, generator), num_workers=num_workers,
+                          collate_fn=task.collate, generator=generator, persistent_workers=num_workers > 0)  # fmt: skip
     return DataLoader(
         dataset,
         batch_size=batch_size,

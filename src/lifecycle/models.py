@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 from torch import nn
 
 from lifecycle.atomic import atomic_path
@@ -35,12 +36,21 @@ def _task_of(payload: dict[str, Any]) -> Task:
     return get_task(payload["task"])(task_schema(payload["task"]).model_validate(payload["config"]))
 
 
+class IncompatibleModel(ValueError):
+    """A model file this code cannot rebuild: its config or weights no longer match the task's model code."""
+
+
 def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[Task, nn.Module, dict[str, Any]]:
     """(task, model in eval mode, info) from a model file; loads tensors only (`weights_only=True`)."""
     payload = _read(path, device)
-    task = _task_of(payload)
-    model = task.build_model()
-    model.load_state_dict(payload["state_dict"])
+    try:
+        task = _task_of(payload)
+        model = task.build_model()
+        model.load_state_dict(payload["state_dict"])
+    except (ValidationError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise IncompatibleModel(f"{path}: trained by code whose '{payload['task']}' model differs from this code's "
+                                f"({first}); retrain it, or serve it with the code it was trained with") from e  # fmt: skip
     return task, model.to(device).eval(), payload["info"]
 
 

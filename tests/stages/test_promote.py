@@ -81,3 +81,23 @@ def test_candidate_failing_the_serving_check_is_not_promoted(prepared, tiny_para
     assert registry.get(decision["stored_as"]).stage == "rejected", "kept in the store, never deleted"
     report = json.loads((prepared.reports("promote") / "decision.json").read_text())
     assert report["promoted"] is False
+
+
+def test_a_production_model_this_code_cannot_load_is_noted_and_replaced(prepared, tiny_params, empty_store):
+    """After a change to a task's network, the production model's file no longer loads: the candidate is judged on
+    the absolute gates, the decision says why production was not re-measured, and the old version is archived."""
+    import torch
+
+    trained(prepared, tiny_params)
+    first = promote(make_task(tiny_params), prepared)
+    model_file = registry.get(first["stored_as"]).model_file
+    payload = torch.load(model_file, weights_only=True)
+    payload["state_dict"] = {f"renamed.{k}": v for k, v in payload["state_dict"].items()}
+    torch.save(payload, model_file)
+
+    decision = promote(make_task(tiny_params), prepared)
+    assert decision["promoted"] and decision["production_metric"] is None, decision["summary"]
+    assert "cannot load" in decision["summary"] and "not re-measured" in decision["notes"][0]
+    assert "retrain it" in decision["notes"][0]
+    assert registry.get(first["stored_as"]).stage == "archived"
+    assert "Note: production model" in (prepared.reports("promote") / "decision.md").read_text()

@@ -5,6 +5,7 @@ production model in the BentoML model store. The report says why, either way."""
 from __future__ import annotations
 
 import json
+import logging
 import random
 import subprocess
 from dataclasses import asdict, dataclass, field
@@ -17,7 +18,7 @@ from lifecycle import registry
 from lifecycle.atomic import read_jsonl, write_json, write_text
 from lifecycle.config import ConfigError
 from lifecycle.data import rows_of_split
-from lifecycle.models import load_model
+from lifecycle.models import IncompatibleModel, load_model
 from lifecycle.monitoring import REFERENCE
 from lifecycle.paths import TaskPaths
 from lifecycle.reporting import read_json
@@ -25,6 +26,8 @@ from lifecycle.serving import Predictor
 from lifecycle.stages.evaluate import metric_values, predict_rows
 from lifecycle.tasks.base import Task
 from lifecycle.trainer import resolve_device
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -38,6 +41,7 @@ class Decision:
     production_metric: float | None = None
     serving_check: dict[str, Any] = field(default_factory=dict)
     stored_as: str | None = None
+    notes: list[str] = field(default_factory=list)  # what the decision could not take into account, and why
 
 
 def threshold_failures(task: Task, metrics: dict[str, Any]) -> list[str]:
@@ -118,7 +122,12 @@ def promote(task: Task, paths: TaskPaths) -> dict[str, Any]:
     current = registry.production(task.name)
     if current is not None:
         decision.production_before = current.tag
-        decision.production_metric = production_metric(task, current, paths)
+        try:
+            decision.production_metric = production_metric(task, current, paths)
+        except IncompatibleModel as e:  # this code cannot serve it either: the candidate answers the gates alone
+            decision.notes.append(f"production model {current.tag} not re-measured: {e}")
+            log.warning("%s", decision.notes[-1])
+    if current is not None and decision.production_metric is not None:
         gain = (candidate_metric - decision.production_metric) * (1 if task.higher_is_better else -1)
         if gain < task.cfg.promote.min_delta or (gain == 0 and task.cfg.promote.min_delta == 0):
             decision.reasons.append(
@@ -154,6 +163,9 @@ def summarize(decision: Decision, primary: str, candidate_metric: float) -> str:
         return f"not promoted: {'; '.join(decision.reasons)}"
     if decision.production_before is None:
         return f"promoted {decision.stored_as} (test {primary} {candidate_metric:.4f}): first production model"
+    if decision.production_metric is None:
+        return (f"promoted {decision.stored_as} (test {primary} {candidate_metric:.4f}) over {decision.production_before}, "
+                "which this code cannot load (see notes), now archived")  # fmt: skip
     return (f"promoted {decision.stored_as}: test {primary} {candidate_metric:.4f} beats "
             f"{decision.production_before} ({decision.production_metric:.4f}), now archived")  # fmt: skip
 
@@ -169,5 +181,6 @@ def write_report(decision: Decision, out_dir: Path) -> None:
         + (f" (primary metric on this test set: {decision.production_metric:.4f})" if decision.production_metric is not None else ""),
         f"Serving check: {'passed' if check.get('passed') else 'failed' if check else 'not run'}"
         + (f", {check['checked']} inputs, {check['mismatch_count']} mismatches" if check else ""),
+        *(f"Note: {note}" for note in decision.notes),
     ]  # fmt: skip
     write_text(out_dir / "decision.md", "\n".join(lines) + "\n")

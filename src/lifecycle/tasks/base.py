@@ -129,6 +129,11 @@ class Task(ABC):
         """One decoded input -> one model input, with the evaluation transform (serving and batch inference)."""
         return self.transform(train=False)(raw_input, None)[0]
 
+    def padded_size(self, raw_input: torch.Tensor) -> int | None:
+        """The size a batch pads a decoded input along (a text line's width, a clip's length): training batches
+        inputs of similar size together. None: inputs come in one size."""
+        return None
+
     def batch_inputs(self, inputs: Sequence[Any]) -> Any:
         """Transformed inputs -> one model input (training, evaluation and serving all batch this way)."""
         return torch.stack(list(inputs))

@@ -1,0 +1,228 @@
+"""Task `ocr`: fonts from matplotlib only, every training family rendering the whole charset, held-out families
+that never reach training, CTC and attention decoding, answers independent of batching, bad labels quarantined,
+and the lifecycle end to end for each decoder."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import TINY_OCR, make_task
+from lifecycle.atomic import read_jsonl
+from lifecycle.config import ConfigError, parse_params
+from lifecycle.sources.textlines import (DEFAULT_CHARSET, LineStyle, missing_characters, random_text, render_line,
+                                         text_faces, write_labeled_lines)
+from lifecycle.tasks.ocr import DEFAULT_FAMILIES
+from lifecycle.tasks.ocr import BLANK, greedy_attention, greedy_ctc
+
+
+def ocr_params(**sections) -> dict:
+    return {"tasks": ["ocr"], "ocr": {**copy.deepcopy(TINY_OCR), **sections}}
+
+
+def test_fonts_come_from_matplotlib_only():
+    import matplotlib
+
+    own = Path(matplotlib.get_data_path()).resolve()
+    faces = [face for family in text_faces().values() for face in family]
+    assert all(face.path is None or own in face.path.parents for face in faces), "no system font enters"
+    assert {"DejaVu Sans", "DejaVu Serif", "DejaVu Sans Mono", "STIXGeneral", "cmr10", "Pillow"} <= set(text_faces())
+    assert not {"cmsy10", "cmex10", "cmmi10"} & set(text_faces()), "math and symbol fonts are not text"
+
+
+def test_every_training_family_renders_the_whole_charset():
+    """Each character has a glyph in every face of every training family, and rendered alone it leaves ink;
+    the text generator draws every character of the charset."""
+    for name in DEFAULT_FAMILIES["train"]:
+        for face in text_faces()[name]:
+            assert missing_characters(face, DEFAULT_CHARSET) == "", face
+            font = face.load(24)
+            for char in DEFAULT_CHARSET.replace(" ", ""):
+                assert font.getmask(char).getbbox() is not None, (face, char)
+    rng = np.random.default_rng(0)
+    drawn = set("".join(random_text(rng, DEFAULT_CHARSET, LineStyle()) for _ in range(3000)))
+    assert drawn == set(DEFAULT_CHARSET)
+
+
+def test_rendered_lines_are_readable_sized_and_degraded():
+    rng = np.random.default_rng(1)
+    face = text_faces()["DejaVu Sans"][0]
+    sizes = []
+    for _ in range(30):
+        pixels = render_line("Invoice 2024-03-01", face, rng)
+        assert pixels.dtype == np.uint8 and pixels.ndim == 2
+        assert pixels.shape[1] > 3 * pixels.shape[0], "a line is wide"
+        assert pixels.std() > 10, "the text stands out from the paper"
+        sizes.append(pixels.shape[0])
+    assert len(set(sizes)) > 5, "font sizes vary"
+
+
+def test_held_out_families_never_reach_training(tmp_path):
+    from lifecycle.paths import TaskPaths
+    from lifecycle.stages.collect import collect
+    from lifecycle.stages.split import split
+
+    params = ocr_params()
+    paths = TaskPaths(tmp_path, "ocr")
+    collect(make_task(params, "ocr"), paths)
+    split(make_task(params, "ocr"), paths)
+    rows = read_jsonl(paths.split_manifest)
+    by_split = {s: {r["group"] for r in rows if r["split"] == s} for s in ("train", "val", "test")}
+    for s, families in by_split.items():
+        assert families and families <= set(DEFAULT_FAMILIES[s]), s
+    assert not by_split["train"] & (set(DEFAULT_FAMILIES["val"]) | set(DEFAULT_FAMILIES["test"]))
+
+
+@pytest.mark.parametrize("families, message", [
+    ({"train": ["DejaVu Sans"], "val": ["DejaVu Sans"], "test": ["DejaVu Serif"]}, "leaks"),
+    ({"train": ["Comic Sans"], "val": ["cmss10"], "test": ["DejaVu Serif"]}, "no text font family 'Comic Sans'"),
+    ({"train": ["cmsy10"], "val": ["cmss10"], "test": ["DejaVu Serif"]}, "no text font family 'cmsy10'"),
+    ({"train": ["STIXSizeOneSym"], "val": ["cmss10"], "test": ["DejaVu Serif"]}, "cannot render"),
+    ({"train": ["DejaVu Sans"], "test": ["DejaVu Serif"]}, "each of"),
+])  # fmt: skip
+def test_bad_families_are_refused_naming_the_key(families, message):
+    with pytest.raises(ConfigError) as err:
+        parse_params(ocr_params(collect={"families": families}))
+    assert "ocr.collect" in str(err.value) and message in str(err.value)
+
+
+def one_hot(path: list[int], classes: int = 5, p: float = 0.9) -> torch.Tensor:
+    logits = torch.full((len(path), classes), np.log((1 - p) / (classes - 1)))
+    logits[torch.arange(len(path)), torch.tensor(path)] = float(np.log(p))
+    return logits
+
+
+def test_ctc_greedy_decoding_collapses_repeats_and_drops_blanks():
+    paths = [[1, 1, BLANK, 1, 2, 2, BLANK], [BLANK, 3, BLANK, BLANK, 4, 4, 4]]
+    logits = torch.stack([one_hot(p) for p in paths])
+    decoded = greedy_ctc({"logits": logits, "lengths": torch.tensor([7, 4])})
+    assert [chars for chars, _ in decoded] == [[1, 1, 2], [3]], "frames past a line's length are not read"
+    assert decoded[0][1] == pytest.approx(0.9**7, rel=1e-4) and decoded[1][1] == pytest.approx(0.9**4, rel=1e-4)
+
+
+def test_attention_greedy_decoding_stops_at_the_end_of_text():
+    paths = [[2, 1, 3, BLANK, 4], [4, 4, 4, 4, 4]]
+    logits = torch.stack([one_hot(p) for p in paths])
+    decoded = greedy_attention({"logits": logits, "lengths": torch.tensor([4, 5])})
+    assert [chars for chars, _ in decoded] == [[2, 1, 3], [4, 4, 4, 4, 4]], "repeats are kept: no collapsing"
+    assert decoded[0][1] == pytest.approx(0.9**4, rel=1e-4), "the end of text is part of the reading's probability"
+
+
+@pytest.mark.parametrize("decoder", ["ctc", "attention"])
+def test_a_line_reads_the_same_alone_or_batched_with_wider_lines(decoder):
+    task = make_task(ocr_params(model={**TINY_OCR["model"], "decoder": decoder}), "ocr")
+    torch.manual_seed(0)
+    model = task.build_model().eval()
+    with torch.no_grad():  # random weights, with non-trivial normalisation statistics
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    rng = np.random.default_rng(0)
+    face = text_faces()["DejaVu Sans"][0]
+    lines = [torch.from_numpy(render_line(text, face, rng))[None] for text in ("ab", "a much longer line", "mid 42")]
+    prepared = [task.prepare(x) for x in lines]
+    with torch.no_grad():
+        batched = task.forward(model, task.batch_inputs(prepared))
+        alone = [task.forward(model, task.batch_inputs([x])) for x in prepared]
+    together = task.predict(batched)
+    for i, single in enumerate(alone):
+        assert task.predict(single)[0]["text"] == together[i]["text"]
+        assert task.predict(single)[0]["confidence"] == pytest.approx(together[i]["confidence"], abs=1e-5)
+        assert torch.allclose(single["features"][0], batched["features"][i], atol=1e-5)
+
+
+def test_too_wide_lines_are_a_clear_4xx():
+    from lifecycle.imaging import encode_png
+    from lifecycle.tasks.base import InvalidInput
+
+    task = make_task(ocr_params(), "ocr")
+    with pytest.raises(InvalidInput) as err:
+        task.decode(encode_png(np.full((10, 2000), 255, np.uint8)))
+    assert err.value.status == 400 and "max_width" not in str(err.value) and "wide" in str(err.value)
+
+
+def png_line(text: str, seed: int = 0) -> bytes:
+    pixels = render_line(text, text_faces()["DejaVu Sans"][0], np.random.default_rng(seed))
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_bad_labels_and_files_are_quarantined_with_reasons(tmp_path):
+    from lifecycle.paths import TaskPaths
+    from lifecycle.stages.collect import collect
+
+    folder = tmp_path / "lines"
+    write_labeled_lines(folder, [
+        ("good.png", png_line("Total 42"), "Total 42"),
+        ("empty.png", png_line("x", 1), ""),
+        ("accent.png", png_line("cafe", 2), "café"),
+        ("broken.png", png_line("cut", 3)[:60], "cut"),
+        ("wide.png", _png(3000, 10), "wide"),
+    ])  # fmt: skip
+    with (folder / "labels.tsv").open("a", encoding="utf-8") as f:
+        f.write("no tab here\nmissing.png\tghost\n../outside.png\tescape\n")
+    (folder / "unlisted.png").write_bytes(png_line("stray", 4))
+
+    params = ocr_params(collect={**TINY_OCR["collect"], "embedded": False, "folder": str(folder)})
+    params["ocr"]["validate"] = {"min_samples": 1}
+    paths = TaskPaths(tmp_path / "project", "ocr")
+    collect(make_task(params, "ocr"), paths)
+    kept = read_jsonl(paths.raw_manifest)
+    assert [r["label"] for r in kept] == ["Total 42"]
+    reasons = {Path(q["origin"]).name: q["reason"] for q in read_jsonl(paths.quarantine)}
+    assert "empty label" in reasons["empty.png"]
+    assert "outside the charset" in reasons["accent.png"] and "é" in reasons["accent.png"]
+    assert "unreadable" in reasons["broken.png"] or "truncated" in reasons["broken.png"]
+    assert "too wide" in reasons["wide.png"]
+    assert "not listed" in reasons["unlisted.png"]
+    assert any("no tab" in r for r in reasons.values())
+    assert sum("not a file under" in r for r in reasons.values()) == 2, "missing and outside-the-folder files"
+
+
+def _png(width: int, height: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (width, height), 255).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("decoder", ["ctc", "attention"])
+def test_lifecycle_end_to_end(tmp_path, decoder):
+    """Collect, validate, split, train, evaluate and promote a tiny model with each decoder; the metrics agree
+    with the predictions file, and the evaluation pictures exist."""
+    import torchmetrics.functional.text as T
+
+    from lifecycle.paths import TaskPaths
+    from lifecycle.stages.collect import collect
+    from lifecycle.stages.evaluate import evaluate
+    from lifecycle.stages.promote import promote
+    from lifecycle.stages.split import split
+    from lifecycle.stages.train import train
+    from lifecycle.stages.validate import validate
+
+    params = ocr_params(model={**TINY_OCR["model"], "decoder": decoder})
+    paths = TaskPaths(tmp_path, "ocr")
+    for stage in (collect, validate, split, train):
+        stage(make_task(params, "ocr"), paths)
+    metrics = evaluate(make_task(params, "ocr"), paths)
+    predictions = read_jsonl(paths.reports("evaluate") / "predictions.jsonl")
+    read, truth = [p["prediction"]["text"] for p in predictions], [p["truth"] for p in predictions]
+    assert metrics["primary_metric"] == "cer"
+    assert metrics["cer"] == pytest.approx(float(T.char_error_rate(read, truth)), abs=1e-6)
+    assert metrics["exact_match"] == pytest.approx(np.mean([r == t for r, t in zip(read, truth)]), abs=1e-6)
+    assert 0 <= metrics["wer"]
+    figures = paths.reports("evaluate") / "figures"
+    assert (figures / "test_lines.png").stat().st_size > 0
+    assert (figures / "errors.csv").read_text().startswith("input,truth,read,confidence,edits")
+    assert (paths.reports("train") / "augmented.png").stat().st_size > 0
+    decision = promote(make_task(params, "ocr"), paths)
+    assert decision["promoted"] or decision["reasons"], decision
+    json.dumps(decision)
