@@ -37,8 +37,8 @@ if TYPE_CHECKING:
 
 SPLITS = ("train", "val", "test")
 DEFAULT_FAMILIES = {
-    "train": ["DejaVu Sans", "DejaVu Sans Mono", "STIXGeneral", "cmr10", "cmb10", "cmti10", "cmtt10", "cmss10"],
-    "val": ["Pillow"],
+    "train": ["DejaVu Sans", "DejaVu Sans Mono", "STIXGeneral", "cmr10", "cmb10", "cmti10", "cmtt10"],
+    "val": ["cmss10", "Pillow"],
     "test": ["DejaVu Serif"],
 }
 
@@ -46,7 +46,7 @@ DEFAULT_FAMILIES = {
 class OcrCollect(Strict):
     charset: str = Field(DEFAULT_CHARSET, min_length=1, description="the characters a label may hold")
     embedded: bool = Field(True, description="render lines with the fonts shipped inside matplotlib (and Pillow's)")
-    lines: int = Field(7_000, ge=1, description="rendered lines, shared out by the split ratios")
+    lines: int = Field(7_500, ge=1, description="rendered lines, shared out by the split ratios")
     seed: int = 0
     min_chars: int = Field(3, ge=1)
     max_chars: int = Field(16, ge=1)
