@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,13 +25,24 @@ TOLERANCE = 1e-4  # bf16 autocast: a batch's composition may move a confidence i
 
 
 def batch_histogram(url: str) -> tuple[float, float]:
-    """(batches, inputs) the classify model service has run, from its Prometheus adaptive-batch-size histogram."""
-    text = httpx.get(f"{url}/metrics", timeout=10).text
-    totals = {}
-    for kind in ("count", "sum"):
-        pattern = rf'^bentoml_service_adaptive_batch_size_{kind}\{{[^}}]*service_name="lifecycle-classify-model"[^}}]*\}} (\S+)$'
-        totals[kind] = sum(float(v) for v in re.findall(pattern, text, flags=re.M))
-    return totals["count"], totals["sum"]
+    """(batches, inputs) the classify model service has run, from its Prometheus adaptive-batch-size histogram,
+    once two reads half a second apart agree: requests of earlier tests that a slow machine still has in flight
+    (a client that timed out does not cancel its request) must not count in a test's window."""
+    def read() -> tuple[float, float]:
+        text = httpx.get(f"{url}/metrics", timeout=10).text
+        totals = {}
+        for kind in ("count", "sum"):
+            pattern = rf'^bentoml_service_adaptive_batch_size_{kind}\{{[^}}]*service_name="lifecycle-classify-model"[^}}]*\}} (\S+)$'
+            totals[kind] = sum(float(v) for v in re.findall(pattern, text, flags=re.M))
+        return totals["count"], totals["sum"]
+
+    previous, deadline = read(), time.monotonic() + 30
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        if (current := read()) == previous:
+            return current
+        previous = current
+    return previous
 
 
 def log_lines(server: Server) -> list[dict]:
