@@ -74,15 +74,7 @@ def make_loader(
     and, when the task's inputs vary in size, grouped by size."""
     generator = torch.Generator().manual_seed(seed) if shuffle else None
     sizes = dataset.sizes(task) if shuffle else None
-    if generator is not None and sizes is not None:
-        return DataLoader(dataset, batch_sampler=SimilarSizeBatches(sizes, batch_size, generator), num_workers=num_workers,
-                          collate_fn=task.collate, generator=generator, persistent_workers=num_workers > 0)  # fmt: skip
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        num_workers=num_workers,
-        collate_fn=task.collate,
-        generator=generator,
-        persistent_workers=num_workers > 0,
-    )
+    batching: dict[str, Any] = ({"batch_sampler": SimilarSizeBatches(sizes, batch_size, generator)} if sizes is not None
+                                else {"batch_size": batch_size, "shuffle": shuffle})  # fmt: skip
+    return DataLoader(dataset, num_workers=num_workers, collate_fn=task.collate, generator=generator,
+                      persistent_workers=num_workers > 0, **batching)  # fmt: skip

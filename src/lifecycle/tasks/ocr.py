@@ -361,11 +361,10 @@ class Ocr(Task):
             meta = inspect_image(data)
         except ValueError as e:
             raise InvalidSample(str(e)) from None
-        m = self.cfg.model
-        width = resized_width(meta["width"], meta["height"], m.height)
-        if width > m.max_width:
-            raise InvalidSample(f"line too wide: {width} pixels at height {m.height} (model.max_width {m.max_width})")
-        return {**meta, "chars": len(label), "frames": width // STRIDE}
+        if problem := self.too_wide(meta["width"], meta["height"]):
+            raise InvalidSample(problem)
+        frames = resized_width(meta["width"], meta["height"], self.cfg.model.height) // STRIDE
+        return {**meta, "chars": len(label), "frames": frames}
 
     def data_checks(self, rows: list[dict[str, Any]]) -> dict[str, tuple[pd.DataFrame, list[Any]]]:
         """Each line's text only from the charset, and no more characters than the encoder has frames for it
@@ -387,11 +386,17 @@ class Ocr(Task):
     # ---- model inputs -----------------------------------------------------------------------------
     def decode(self, data: bytes) -> torch.Tensor:
         image = decode_gray(data, self.cfg.validation.max_side)
-        m = self.cfg.model
-        if (width := resized_width(image.shape[-1], image.shape[-2], m.height)) > m.max_width:
-            raise InvalidInput(f"line is {image.shape[-1]}x{image.shape[-2]} pixels: at height {m.height} it would be "
-                               f"{width} pixels wide, more than the {m.max_width} the model reads; send shorter lines")  # fmt: skip
+        if problem := self.too_wide(image.shape[-1], image.shape[-2]):
+            raise InvalidInput(problem)
         return image
+
+    def too_wide(self, width: int, height: int) -> str | None:
+        """Why a line of `width` x `height` pixels is too wide for the model once resized, or None."""
+        m = self.cfg.model
+        if (resized := resized_width(width, height, m.height)) <= m.max_width:
+            return None
+        return (f"line too wide: {width}x{height} pixels would be {resized} pixels wide at height {m.height}, more "
+                f"than the {m.max_width} the model reads; send shorter lines")  # fmt: skip
 
     def encode_target(self, label: Label) -> torch.Tensor:
         return torch.tensor([self.charset.index(c) + 1 for c in label], dtype=torch.long)
@@ -470,7 +475,7 @@ class Ocr(Task):
             writer = csv.writer(f)
             writer.writerow(["input", "truth", "read", "confidence", "edits"])
             writer.writerows((path, truth, read, f"{conf:.4f}", edits(truth, read)) for path, truth, read, conf in wrong)
-        _plot_lines([self.decode(Path(p).read_bytes()) for p in inputs[:16]], labels[:16],
+        _plot_lines([self.load_input(Path(p)) for p in inputs[:16]], labels[:16],
                     [p["text"] for p in predictions[:16]], out_dir / "test_lines.png")  # fmt: skip
         return {}
 
