@@ -88,6 +88,20 @@ TINY_OCR: dict[str, Any] = {
 }  # fmt: skip
 
 
+TINY_ASR: dict[str, Any] = {
+    "collect": {"utterances": 80, "max_words": 3, "workers": 2,
+                "voices": {"train": ["en-us+m1", "en+f1", "en-029+m7"], "val": ["en-us+m3"], "test": ["en-us+f1"]}},
+    "validate": {"min_samples": 20, "min_class_share": 0.0, "max_quarantine_share": 0.2},
+    "split": {"train": 0.6, "val": 0.2, "test": 0.2},
+    "model": {"n_mels": 16, "width": 4, "hidden": 16,
+              "streaming": {"above_seconds": 5, "chunk_seconds": 1, "context_seconds": 0.5, "max_seconds": 20}},
+    "train": {"epochs": 2, "batch_size": 8, "lr": 0.01, "progress": False},
+    "tune": {"enabled": False},
+    "evaluate": {"batch_size": 32},
+    "promote": {"min_delta": 0.0, "serving_check_samples": 8},
+}  # fmt: skip
+
+
 @pytest.fixture
 def tiny_params() -> dict[str, Any]:
     return {"tasks": ["classify"], "classify": copy.deepcopy(TINY_CLASSIFY)}
@@ -170,8 +184,8 @@ def import_flow(project: Path, module: str, name: str):
 
 @pytest.fixture(scope="session")
 def promoted_all(tmp_path_factory) -> dict[str, tuple[TaskPaths, dict, StoredModel]]:
-    """One tiny project where classify, detect and ocr are trained, evaluated and promoted: the production models of
-    the test store. Returns task -> (paths, params, stored model)."""
+    """One tiny project where classify, detect, ocr and asr are trained, evaluated and promoted: the production models
+    of the test store. Returns task -> (paths, params, stored model)."""
     import bentoml
 
     from lifecycle import registry
@@ -183,8 +197,8 @@ def promoted_all(tmp_path_factory) -> dict[str, tuple[TaskPaths, dict, StoredMod
     from lifecycle.stages.train import train
 
     root = tmp_path_factory.mktemp("promoted")
-    params = {"tasks": ["classify", "detect", "ocr"], "classify": copy.deepcopy(TINY_CLASSIFY),
-              "detect": copy.deepcopy(TINY_DETECT), "ocr": copy.deepcopy(TINY_OCR),
+    params = {"tasks": ["classify", "detect", "ocr", "asr"], "classify": copy.deepcopy(TINY_CLASSIFY),
+              "detect": copy.deepcopy(TINY_DETECT), "ocr": copy.deepcopy(TINY_OCR), "asr": copy.deepcopy(TINY_ASR),
               "serving": {"log_dir": str(root / "logs" / "requests")},
               "monitoring": {"min_rows": 20, "push": False, "capture_inputs": True, "capture_rate": 1.0,
                              "capture_dir": str(root / "data" / "captured")}}  # fmt: skip

@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_repository_params_are_valid():
     params = load_params(REPO / "params.yaml")
-    assert params.tasks == ["classify", "detect", "ocr"]
+    assert params.tasks == ["classify", "detect", "ocr", "asr"]
     assert all(params.task(name).train.epochs >= 1 for name in params.tasks)
 
 

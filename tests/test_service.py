@@ -178,30 +178,71 @@ def test_detect_answers_match_offline_with_the_mask_on_request(server, promoted_
         assert server.classify(client, server.image(server.rows[0]), params={"mask": "true"}).status_code == 400
 
 
-def test_read_text_answers_match_offline_alone_or_concurrently_and_too_wide_lines_are_refused(server, promoted_all):
-    """Lines of different widths batched together (padded to the widest) read as they do alone and offline."""
+def assert_text_answers_match_offline(post, promoted: tuple, count: int = 8) -> list[bytes]:
+    """The first test inputs of a text task (ocr, asr), posted concurrently and then one by one: every answer
+    equals the evaluate stage's offline prediction, whatever it was batched with. Returns the inputs."""
     from lifecycle.atomic import read_jsonl
     from lifecycle.data import rows_of_split
 
-    paths, _, stored = promoted_all["ocr"]
+    paths, _, stored = promoted
     offline = {r["sample_id"]: r["prediction"] for r in read_jsonl(paths.reports("evaluate") / "predictions.jsonl")}
-    rows = rows_of_split(paths.split_manifest, "test")[:8]
+    rows = rows_of_split(paths.split_manifest, "test")[:count]
+    inputs = [(paths.raw / row["path"]).read_bytes() for row in rows]
+    with ThreadPoolExecutor(len(rows)) as pool:
+        concurrent = list(pool.map(post, inputs))
+    for row, data, together in zip(rows, inputs, concurrent):
+        alone = post(data)
+        assert alone.status_code == together.status_code == 200, (alone.text, together.text)
+        assert set(alone.json()) == {"text", "confidence", "model"} and alone.json()["model"] == stored.tag
+        for answer in (alone.json(), together.json()):
+            assert answer["text"] == offline[row["sample_id"]]["text"]
+            assert abs(answer["confidence"] - offline[row["sample_id"]]["confidence"]) <= TOLERANCE
+    return inputs
+
+
+def test_read_text_answers_match_offline_alone_or_concurrently_and_too_wide_lines_are_refused(server, promoted_all):
+    """Lines of different widths batched together (padded to the widest) read as they do alone and offline."""
     with httpx.Client(timeout=30) as client:
         post = lambda data: client.post(f"{server.url}/read_text", files={"image": ("line.png", data)})  # noqa: E731
-        inputs = [(paths.raw / row["path"]).read_bytes() for row in rows]
-        with ThreadPoolExecutor(len(rows)) as pool:
-            concurrent = list(pool.map(post, inputs))
-        for row, data, together in zip(rows, inputs, concurrent):
-            alone = post(data)
-            assert alone.status_code == together.status_code == 200, (alone.text, together.text)
-            assert set(alone.json()) == {"text", "confidence", "model"} and alone.json()["model"] == stored.tag
-            for answer in (alone.json(), together.json()):
-                assert answer["text"] == offline[row["sample_id"]]["text"]
-                assert abs(answer["confidence"] - offline[row["sample_id"]]["confidence"]) <= TOLERANCE
+        assert_text_answers_match_offline(post, promoted_all["ocr"])
         buf = io.BytesIO()
         Image.new("L", (4000, 20), 255).save(buf, format="PNG")
         wide = post(buf.getvalue())
         assert wide.status_code == 400 and "wide" in wide.json()["error"], wide.text
+
+
+def test_transcribe_answers_match_offline_and_long_audio_streams_up_to_the_bound(server, promoted_all):
+    """Clips answered alone or concurrently as offline; a clip over `streaming.above_seconds` is decoded in
+    chunks and answered as the offline predictor answers it; over `streaming.max_seconds` is a 413; non-audio,
+    corrupt and empty uploads are 4xx with a message."""
+    import soundfile as sf
+
+    _, params, stored = promoted_all["asr"]
+    streaming = params["asr"]["model"]["streaming"]
+    with httpx.Client(timeout=60) as client:
+        post = lambda data: client.post(f"{server.url}/transcribe", files={"audio": ("clip.wav", data)})  # noqa: E731
+        inputs = assert_text_answers_match_offline(post, promoted_all["asr"])
+
+        predictor = Predictor.from_store(stored, "cpu")
+        clips = [predictor.task.decode(data)[0].numpy() for data in inputs]
+        recording = np.concatenate(clips)
+        assert streaming["above_seconds"] < len(recording) / 16_000 < streaming["max_seconds"]
+        buf = io.BytesIO()
+        sf.write(buf, recording, 16_000, format="WAV", subtype="FLOAT")
+        long = post(buf.getvalue())
+        assert long.status_code == 200, long.text
+        expected = predictor.predict([predictor.task.decode(buf.getvalue())])[0]
+        assert long.json()["text"] == expected["text"]
+        assert abs(long.json()["confidence"] - expected["confidence"]) <= TOLERANCE
+        too_long = np.zeros(int(16_000 * (streaming["max_seconds"] + 1)), np.int16)
+        buf = io.BytesIO()
+        sf.write(buf, too_long, 16_000, format="WAV", subtype="PCM_16")
+        refused = post(buf.getvalue())
+        assert refused.status_code == 413 and f"{streaming['max_seconds']:g} s" in refused.json()["error"], refused.text
+        for data, status, message in [(b"", 400, "empty"), (b"just some text", 415, "not audio"),
+                                      (inputs[0][:44], 400, "no samples")]:  # fmt: skip
+            answer = post(data)
+            assert answer.status_code == status and message in answer.json()["error"], answer.text
 
 
 def test_bentoml_build_packages_the_service_and_the_production_model(server, promoted_all):

@@ -47,6 +47,38 @@ def predict_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def transcribe_command(args: argparse.Namespace) -> int:
+    """A recording's transcript by the asr model: whole (as the service decodes it), or with --stream chunk by
+    chunk from the file, printing the transcript so far after each chunk."""
+    from lifecycle.batch import production_or
+    from lifecycle.config import load_params
+    from lifecycle.serving import Predictor
+    from lifecycle.tasks.asr import Asr, file_chunks, transcribe_stream
+
+    if not args.file.is_file():
+        raise FileNotFoundError(f"{args.file}: no such audio file")
+    stored = production_or("asr", args.model)
+    predictor = Predictor.from_store(stored, load_params(args.params).task("asr").serve.device)
+    task = predictor.task
+    if not isinstance(task, Asr):
+        raise ValueError(f"model {stored.tag} is a '{task.name}' model, not a speech recognizer")
+    if not args.stream:
+        prediction = predictor.predict([task.load_input(args.file)])[0]
+        print(json.dumps({**prediction, "model": stored.tag}))
+        return 0
+    import soundfile as sf
+
+    text = ""
+    try:
+        for seconds, text in transcribe_stream(task, predictor.model, file_chunks(args.file, task.features,
+                                                                                   task.cfg.model.streaming)):  # fmt: skip
+            print(f"[{seconds:8.1f} s] {text}", flush=True)
+    except sf.LibsndfileError as e:
+        raise ValueError(f"{args.file}: unreadable audio: {e}") from None
+    print(text)
+    return 0
+
+
 def label_command(args: argparse.Namespace) -> int:
     from lifecycle.batch import production_or
     from lifecycle.config import load_params
@@ -88,13 +120,19 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", help="a model tag from `lifecycle models` (default: the production model)")
     predict.add_argument("--params", type=Path, default=Path("params.yaml"))
     predict.add_argument("--batch-size", type=int, help="default: serving.batch_size in params.yaml")
+    transcribe = commands.add_parser("transcribe", help="transcribe a recording with the asr model")
+    transcribe.add_argument("file", type=Path, help="an audio file (WAV, FLAC, OGG: any rate, any channels)")
+    transcribe.add_argument("--stream", action="store_true",
+                            help="decode chunk by chunk from the file, printing partial transcripts (any length)")
+    transcribe.add_argument("--model", help="a model tag from `lifecycle models --task asr` (default: production)")
+    transcribe.add_argument("--params", type=Path, default=Path("params.yaml"))
     monitor = commands.add_parser("monitor", help="drift report: the request log against the production reference")
     monitor.add_argument("--task", required=True)
     monitor.add_argument("--params", type=Path, default=Path("params.yaml"))
     monitor.add_argument("--root", type=Path, default=Path("."))
     traffic = commands.add_parser("traffic", help="send test-split requests, optionally shifted, to the service")
     traffic.add_argument("--task", required=True)
-    traffic.add_argument("--shift", default="none", help="none, noise, blur, invert, rotate, scale (image tasks)")
+    traffic.add_argument("--shift", default="none", help="image tasks: none, noise, blur, invert, rotate, scale; asr: none, noise, quiet, fast, telephone")
     traffic.add_argument("--count", type=int, help="requests to send (default: the whole test split once)")
     traffic.add_argument("--url", default="http://127.0.0.1:3000")
     traffic.add_argument("--seed", type=int, default=0)
@@ -147,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.task}: {decision['status']}: {decision['reason']}")
         elif args.command == "label":
             return label_command(args)
+        elif args.command == "transcribe":
+            return transcribe_command(args)
         elif args.command == "traffic":
             from lifecycle.traffic import send_traffic
 

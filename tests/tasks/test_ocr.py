@@ -18,9 +18,11 @@ from conftest import TINY_OCR, make_task
 from lifecycle.atomic import read_jsonl
 from lifecycle.config import ConfigError, parse_params
 from lifecycle.sources.textlines import (DEFAULT_CHARSET, LineStyle, missing_characters, random_text, render_line,
-                                         text_faces, write_labeled_lines)
+                                         text_faces)
+from lifecycle.sources.folders import write_tsv_labeled_files
 from lifecycle.tasks.ocr import DEFAULT_FAMILIES
-from lifecycle.tasks.ocr import BLANK, greedy_attention, greedy_ctc
+from lifecycle.sequence import BLANK, greedy_ctc
+from lifecycle.tasks.ocr import greedy_attention
 
 
 def ocr_params(**sections) -> dict:
@@ -161,7 +163,7 @@ def test_bad_labels_and_files_are_quarantined_with_reasons(tmp_path):
     from lifecycle.stages.collect import collect
 
     folder = tmp_path / "lines"
-    write_labeled_lines(folder, [
+    write_tsv_labeled_files(folder, [
         ("good.png", png_line("Total 42"), "Total 42"),
         ("empty.png", png_line("x", 1), ""),
         ("accent.png", png_line("cafe", 2), "café"),

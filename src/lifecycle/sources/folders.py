@@ -1,8 +1,9 @@
-"""Folders of labeled files, in the `root/<label>/<file>` layout (user data sets and the landing zone)."""
+"""Folders of labeled files (user data sets and the landing zone): class folders, `root/<label>/<file>`, and files
+listed with their texts in a `labels.tsv`."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 
 from lifecycle.tasks.base import RawSample, Rejected
@@ -29,3 +30,44 @@ def class_folders(
             yield Rejected(source, origin, f"unsupported file type '{suffix}' (expected {sorted(suffixes)})", data, suffix)
         else:
             yield RawSample(data=data, suffix=suffix, label=relative.parts[0], source=source, origin=origin)
+
+
+LABELS_FILE = "labels.tsv"
+
+
+def tsv_labeled_files(root: Path, source: str) -> Iterator[RawSample | Rejected]:
+    """Files under `root` with their texts in `root/labels.tsv` (`path<TAB>text`, paths relative to root): text
+    line images, speech clips. A row without a tab, a listed file that is missing and a file no row lists are
+    rejected with the reason; the task's inspection quarantines unreadable files and texts it cannot learn."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"{source} folder {root} does not exist or is not a directory")
+    labels_file = root / LABELS_FILE
+    listed: set[Path] = {labels_file.resolve()}
+    if labels_file.is_file():
+        text = labels_file.read_bytes().decode("utf-8", errors="replace")
+        for number, row in enumerate(text.splitlines(), start=1):
+            if not row.strip():
+                continue
+            origin = f"{labels_file}:{number}"
+            name, tab, label = row.partition("\t")
+            path = (root / name).resolve()
+            if not tab:
+                yield Rejected(source, origin, f"no tab in row {number} of {LABELS_FILE} (expected path<TAB>text)")
+            elif root.resolve() not in path.parents or not path.is_file():
+                yield Rejected(source, origin, f"{LABELS_FILE} row {number} names '{name}', which is not a file under {root}")
+            else:
+                listed.add(path)
+                yield RawSample(data=path.read_bytes(), suffix=path.suffix.lower(), label=label, source=source,
+                                origin=str(path))  # fmt: skip
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        if path.resolve() not in listed:
+            reason = f"unlabeled: not listed in {labels_file}" if labels_file.is_file() else f"unlabeled: no {LABELS_FILE} in {root}"
+            yield Rejected(source, str(path), reason, path.read_bytes(), path.suffix.lower())
+
+
+def write_tsv_labeled_files(root: Path, files: Sequence[tuple[str, bytes, str]]) -> None:
+    """Write (file name, bytes, text) files in the layout `tsv_labeled_files` reads."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name, data, _ in files:
+        (root / name).write_bytes(data)
+    (root / LABELS_FILE).write_text("".join(f"{name}\t{text}\n" for name, _, text in files), encoding="utf-8")

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from lifecycle.tasks.base import RawSample, Rejected
+from lifecycle.tasks.base import RawSample
 
 DEFAULT_CHARSET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,:;-'!?()/&%#"
 PILLOW_FAMILY = "Pillow"  # Pillow's built-in font (Aileron Regular), scalable since Pillow 10.1
@@ -255,44 +255,3 @@ def rendered_lines(count: int, families: Mapping[str, Sequence[str]], shares: Ma
             data, suffix = encode_line(render_line(text, face, rng, style), rng, style)
             yield RawSample(data=data, suffix=suffix, label=text, source="embedded", group=face.family, split=split,
                             origin=f"rendered:{split}:{i}:{face.family}:{face.style}")  # fmt: skip
-
-
-LABELS_FILE = "labels.tsv"
-
-
-def labeled_lines(root: Path, source: str) -> Iterator[RawSample | Rejected]:
-    """Line images under `root` with their texts in `root/labels.tsv` (`path<TAB>text`, paths relative to root).
-    A row without a tab, a listed file that is missing and a file no row lists are rejected with the reason; the
-    task's inspection quarantines unreadable images, empty texts and characters outside the charset."""
-    if not root.is_dir():
-        raise FileNotFoundError(f"{source} folder {root} does not exist or is not a directory")
-    labels_file = root / LABELS_FILE
-    listed: set[Path] = {labels_file.resolve()}
-    if labels_file.is_file():
-        text = labels_file.read_bytes().decode("utf-8", errors="replace")
-        for number, row in enumerate(text.splitlines(), start=1):
-            if not row.strip():
-                continue
-            origin = f"{labels_file}:{number}"
-            name, tab, label = row.partition("\t")
-            path = (root / name).resolve()
-            if not tab:
-                yield Rejected(source, origin, f"no tab in row {number} of {LABELS_FILE} (expected path<TAB>text)")
-            elif root.resolve() not in path.parents or not path.is_file():
-                yield Rejected(source, origin, f"{LABELS_FILE} row {number} names '{name}', which is not a file under {root}")
-            else:
-                listed.add(path)
-                yield RawSample(data=path.read_bytes(), suffix=path.suffix.lower(), label=label, source=source,
-                                origin=str(path))  # fmt: skip
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        if path.resolve() not in listed:
-            reason = f"unlabeled: not listed in {labels_file}" if labels_file.is_file() else f"unlabeled: no {LABELS_FILE} in {root}"
-            yield Rejected(source, str(path), reason, path.read_bytes(), path.suffix.lower())
-
-
-def write_labeled_lines(root: Path, lines: Sequence[tuple[str, bytes, str]]) -> None:
-    """Write (file name, image bytes, text) lines in the layout `labeled_lines` reads."""
-    root.mkdir(parents=True, exist_ok=True)
-    for name, data, _ in lines:
-        (root / name).write_bytes(data)
-    (root / LABELS_FILE).write_text("".join(f"{name}\t{text}\n" for name, _, text in lines), encoding="utf-8")

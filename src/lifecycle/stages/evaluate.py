@@ -56,7 +56,7 @@ def evaluate(task: Task, paths: TaskPaths) -> dict[str, Any]:
     scalars, per_class = metric_values(model_task, values)
     out_dir = paths.reports("evaluate")
     extra = model_task.report(predictions, [row["label"] for row in rows], [paths.raw / row["path"] for row in rows],
-                              out_dir / "figures")  # fmt: skip
+                              out_dir / "figures", model)  # fmt: skip
     metrics = {**scalars, **extra, "loss": loss, "test_samples": len(rows), "primary_metric": task.primary_metric}
     write_jsonl(out_dir / "predictions.jsonl", (
         {"sample_id": row["sample_id"], "truth": row["label"], "prediction": pred} for row, pred in zip(rows, predictions)

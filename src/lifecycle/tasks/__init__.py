@@ -6,7 +6,7 @@ import importlib
 
 from lifecycle.tasks.base import InvalidSample, RawSample, Rejected, Task
 
-_BUILTIN_MODULES = ("lifecycle.tasks.classify", "lifecycle.tasks.detect", "lifecycle.tasks.ocr")
+_BUILTIN_MODULES = ("lifecycle.tasks.classify", "lifecycle.tasks.detect", "lifecycle.tasks.ocr", "lifecycle.tasks.asr")
 _REGISTRY: dict[str, type[Task]] = {}
 
 __all__ = ["InvalidSample", "RawSample", "Rejected", "Task", "get_task", "list_tasks", "register_task"]

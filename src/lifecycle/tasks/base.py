@@ -214,9 +214,10 @@ class Task(ABC):
         raise NotImplementedError(f"task {self.name} has no landing-zone layout yet")
 
     def report(self, predictions: list[dict[str, Any]], labels: list[Label], inputs: Sequence[Path],
-               out_dir: Path) -> dict[str, Any]:  # fmt: skip
+               out_dir: Path, model: nn.Module | None = None) -> dict[str, Any]:  # fmt: skip
         """Write task-specific evaluation pictures and plot data under `out_dir` from the test split's predictions,
-        labels and stored input files; return extra metrics."""
+        labels and stored input files; return extra metrics. `model` is the evaluated model (in eval mode), for
+        reports that run it further."""
         return {}
 
     def preview(self, samples: Sequence[tuple[torch.Tensor, Any]], path: Path) -> None:

@@ -197,7 +197,7 @@ class Classify(Task):
         return encode_png(shift_image(self.decode(data), kind, rng)[0].numpy())
 
     def report(self, predictions: list[dict[str, Any]], labels: list[Label], inputs: Sequence[Path],
-               out_dir: Path) -> dict[str, Any]:  # fmt: skip
+               out_dir: Path, model: nn.Module | None = None) -> dict[str, Any]:  # fmt: skip
         from torchmetrics.classification import MulticlassConfusionMatrix
 
         predicted = [p["label"] for p in predictions]

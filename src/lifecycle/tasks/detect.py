@@ -517,7 +517,7 @@ class Detect(Task):
 
     # ---- reports ----------------------------------------------------------------------------------
     def report(self, predictions: list[dict[str, Any]], labels: list[Label], inputs: Sequence[Path],
-               out_dir: Path, shown: int = 8) -> dict[str, Any]:  # fmt: skip
+               out_dir: Path, model: nn.Module | None = None, shown: int = 8) -> dict[str, Any]:  # fmt: skip
         """`test_scenes.png`: the first test scenes, the truth beside the answer (boxes, scores and class map)."""
         pictures = []
         for prediction, label, path in list(zip(predictions, labels, inputs))[:shown]:

@@ -27,6 +27,8 @@ from torchvision.transforms.v2 import functional as TF
 from lifecycle.atomic import atomic_path
 from lifecycle.config import Strict
 from lifecycle.imaging import IMAGE_SHIFTS, decode_gray, encode_png, image_descriptors, inspect_image, shift_image
+from lifecycle.sequence import (BLANK, STRIDE, CTCRecognizer, EncoderHeight, SequenceEncoder, best_paths, ctc_loss,
+                                 greedy_ctc, masked_mean, sequence_outputs, text_metrics)
 from lifecycle.sources.textlines import DEFAULT_CHARSET, LineStyle
 from lifecycle.tasks import register_task
 from lifecycle.tasks.base import InvalidInput, InvalidSample, Label, RawSample, Rejected, Task
@@ -93,117 +95,22 @@ class OcrCollect(Strict):
 
 class OcrModel(Strict):
     decoder: Literal["ctc", "attention"] = Field("ctc", description="CTC over frames, or an attention decoder")
-    height: int = Field(32, ge=16, description="lines are resized to this height (a multiple of 16)")
+    height: EncoderHeight = Field(32, description="lines are resized to this height (a multiple of 16)")
     max_width: int = Field(1024, ge=16, description="widest accepted line once resized to `height`, in pixels")
     width: int = Field(24, ge=4, description="channels of the encoder's stem; x2 and x4 further in")
     hidden: int = Field(96, ge=8, description="LSTM units per direction (and the attention decoder's)")
     dropout: float = Field(0.1, ge=0, lt=1)
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="attention decoder only")
 
-    @field_validator("height")
-    @classmethod
-    def _multiple_of_16(cls, height: int) -> int:
-        if height % 16:
-            raise ValueError(f"must be a multiple of 16 (the encoder halves the height four times), got {height}")
-        return height
-
 
 # ---- networks -------------------------------------------------------------------------------------
-HEIGHT = 32  # the default line height the model reads
-STRIDE = 4  # input columns per encoder frame: line widths are made multiples of it
-BLANK = 0  # the CTC blank; the attention decoder's end-of-text; characters are 1..len(charset)
-
-
-def width_mask(x: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
-    """Zero every column of the B x C x H x W activations at or beyond each line's width (zero is what the
-    convolutions' padding shows an unbatched line there)."""
-    columns = torch.arange(x.shape[-1], device=x.device)
-    return x * (columns[None, :] < widths[:, None]).to(x.dtype)[:, None, None, :]
-
-
-class ConvBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
-        self.norm = nn.BatchNorm2d(c_out)
-        self.stride = stride
-
-    def forward(self, x: torch.Tensor, widths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        widths = widths // self.stride
-        return width_mask(F.relu(self.norm(self.conv(x)), inplace=True), widths), widths
-
-
-class LineEncoder(nn.Module):
-    """1 x height x W lines (W a multiple of STRIDE) -> W/4 frames of 2*hidden features. A strided stem and a
-    pooling halve the width twice; the height is halved four times and its remaining rows feed a bidirectional
-    LSTM along the line."""
-
-    def __init__(self, height: int = HEIGHT, width: int = 24, hidden: int = 96) -> None:
-        super().__init__()
-        w = width
-        self.blocks = nn.ModuleList([ConvBlock(1, w, stride=2), ConvBlock(w, 2 * w), ConvBlock(2 * w, 4 * w),
-                                     ConvBlock(4 * w, 4 * w)])  # fmt: skip
-        self.pools = (None, (2, 2), (2, 1), (2, 1))  # after each block
-        self.forward_rnn = nn.LSTM(4 * w * (height // 16), hidden, batch_first=True)
-        self.backward_rnn = nn.LSTM(4 * w * (height // 16), hidden, batch_first=True)
-        self.features = 2 * hidden
-        self.to(memory_format=torch.channels_last)  # what oneDNN's CPU convolutions prefer
-
-    def forward(self, images: torch.Tensor, widths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B x T x features frames, B frame counts)."""
-        x = images.contiguous(memory_format=torch.channels_last)
-        for block, pool in zip(self.blocks, self.pools):
-            x, widths = block(x, widths)
-            if pool is not None:
-                x, widths = F.max_pool2d(x, pool), widths // pool[1]
-        b, c, h, t = x.shape
-        x = x.permute(0, 3, 1, 2).reshape(b, t, c * h)
-        # A bidirectional LSTM in two passes, each over the frames in its reading order with the padding last, so
-        # that no frame's state ever depends on padding (and no packing: three times slower on CPU).
-        backward = reverse_frames(self.backward_rnn(reverse_frames(x, widths))[0], widths)
-        return torch.cat([self.forward_rnn(x)[0], backward], -1), widths
-
-
-def reverse_frames(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Each sequence of the B x T x F batch reversed within its length; the padding after it stays in place."""
-    steps = torch.arange(x.shape[1], device=x.device)[None, :].expand(x.shape[0], -1)
-    lengths = lengths.to(x.device)[:, None]
-    order = torch.where(steps < lengths, lengths - 1 - steps, steps)
-    return x.gather(1, order[..., None].expand(-1, -1, x.shape[2]))
-
-
-def text_outputs(logits: torch.Tensor, lengths: torch.Tensor, features: torch.Tensor) -> dict[str, torch.Tensor]:
-    """What a recogniser returns: `logits` B x S x (1 + charset) per step over blank/end and the characters,
-    `lengths` the valid steps of each line (CTC: its frames; attention: its decoded steps), `features` the mean
-    of each line's encoder frames (its embedding)."""
-    return {"logits": logits, "lengths": lengths, "features": features}
-
-
-def masked_mean(frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    mask = (torch.arange(frames.shape[1], device=frames.device)[None, :] < lengths[:, None]).to(frames.dtype)
-    return (frames * mask[..., None]).sum(1) / lengths.clamp(min=1)[:, None].to(frames.dtype)
-
-
-class CTCRecognizer(nn.Module):
-    """CRNN + CTC: a class (or blank) per frame; greedy decoding collapses repeats and drops blanks."""
-
-    def __init__(self, num_chars: int, height: int = HEIGHT, width: int = 24, hidden: int = 96, dropout: float = 0.1) -> None:
-        super().__init__()
-        self.encoder = LineEncoder(height, width, hidden)
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.encoder.features, num_chars + 1))
-
-    def forward(self, images: torch.Tensor, widths: torch.Tensor, targets: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-        frames, lengths = self.encoder(images, widths)
-        return text_outputs(self.head(frames), lengths, masked_mean(frames, lengths))
-
-
 class AttentionRecognizer(nn.Module):
     """The same encoder, and a GRU decoder with additive (Bahdanau) attention over the frames: one character
     per step, ending with BLANK as end-of-text. Teacher-forced when `targets` are given, greedy otherwise."""
 
-    def __init__(self, num_chars: int, height: int = HEIGHT, width: int = 24, hidden: int = 96, dropout: float = 0.1) -> None:
+    def __init__(self, num_chars: int, height: int, width: int = 24, hidden: int = 96, dropout: float = 0.1) -> None:
         super().__init__()
-        self.encoder = LineEncoder(height, width, hidden)
+        self.encoder = SequenceEncoder(height, width, hidden)
         f = self.encoder.features
         self.embedding = nn.Embedding(num_chars + 2, hidden)  # + end (0) and start (num_chars + 1)
         self.start = num_chars + 1
@@ -239,7 +146,7 @@ class AttentionRecognizer(nn.Module):
                 break
         out = torch.stack(logits, 1) if logits else frames.new_zeros(frames.shape[0], 0, self.out[-1].out_features)
         decoded = _decoded_steps(out, lengths) if teacher is None else torch.full_like(lengths, out.shape[1])
-        return text_outputs(out, decoded, pooled)
+        return sequence_outputs(out, decoded, pooled)
 
 
 def _teacher(targets: list[torch.Tensor], device: torch.device) -> torch.Tensor:
@@ -258,30 +165,9 @@ def _decoded_steps(logits: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
     return torch.minimum(first_end, frames.clamp(min=0))
 
 
-def greedy_ctc(outputs: dict[str, torch.Tensor]) -> list[tuple[list[int], float]]:
-    """Each line's characters (1-based indices): the best class per frame, repeats collapsed, blanks dropped;
-    and the probability of that best path."""
-    return [([c for j, c in enumerate(path) if c != BLANK and (j == 0 or c != path[j - 1])], p)
-            for path, p in _best_paths(outputs)]  # fmt: skip
-
-
 def greedy_attention(outputs: dict[str, torch.Tensor]) -> list[tuple[list[int], float]]:
     """Each line's characters up to its end of text, and the probability of the chosen steps (the end included)."""
-    return [(path[: path.index(BLANK)] if BLANK in path else path, p) for path, p in _best_paths(outputs)]
-
-
-def _best_paths(outputs: dict[str, torch.Tensor]) -> list[tuple[list[int], float]]:
-    """Each line's most probable output per valid step, and the product of those probabilities."""
-    best, index = outputs["logits"].float().softmax(-1).max(-1)
-    return [(index[i, :n].tolist(), float(best[i, :n].log().sum().exp()) if n else 0.0)
-            for i, n in enumerate(outputs["lengths"].tolist())]  # fmt: skip
-
-
-def ctc_loss(outputs: dict[str, torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
-    log_probs = outputs["logits"].float().log_softmax(-1).transpose(0, 1)  # T x B x C
-    flat = torch.cat(targets) if targets else torch.zeros(0, dtype=torch.long)
-    target_lengths = torch.tensor([len(t) for t in targets], dtype=torch.long)
-    return F.ctc_loss(log_probs, flat, outputs["lengths"].cpu(), target_lengths, blank=BLANK, zero_infinity=True)
+    return [(path[: path.index(BLANK)] if BLANK in path else path, p) for path, p in best_paths(outputs)]
 
 
 def attention_loss(outputs: dict[str, torch.Tensor], targets: list[torch.Tensor], label_smoothing: float = 0.0) -> torch.Tensor:
@@ -341,13 +227,14 @@ class Ocr(Task):
 
     # ---- data -------------------------------------------------------------------------------------
     def collect(self, incoming: Path) -> Iterator[RawSample | Rejected]:
-        from lifecycle.sources.textlines import labeled_lines, rendered_lines
+        from lifecycle.sources.folders import tsv_labeled_files
+        from lifecycle.sources.textlines import rendered_lines
 
         c = self.cfg.collect
         if incoming.is_dir():
-            yield from labeled_lines(incoming, "incoming")
+            yield from tsv_labeled_files(incoming, "incoming")
         if c.folder is not None:
-            yield from labeled_lines(Path(c.folder), "folder")
+            yield from tsv_labeled_files(Path(c.folder), "folder")
         if c.embedded:
             shares = self.cfg.split.model_dump()
             yield from rendered_lines(c.lines, c.families, shares, c.charset, c.seed, c.style())
@@ -445,6 +332,9 @@ class Ocr(Task):
         return MetricCollection({"text": text_metrics()(self)})
 
     # ---- predictions ------------------------------------------------------------------------------
+    def text_of(self, target: torch.Tensor) -> str:
+        return "".join(self.charset[int(c) - 1] for c in target)
+
     def read(self, outputs: dict[str, torch.Tensor]) -> list[tuple[str, float]]:
         """Each line's text and the probability of the decoded path."""
         decoded = greedy_ctc(outputs) if self.cfg.model.decoder == "ctc" else greedy_attention(outputs)
@@ -466,7 +356,7 @@ class Ocr(Task):
         return encode_png(shift_image(self.decode(data), kind, rng)[0].numpy())
 
     def report(self, predictions: list[dict[str, Any]], labels: list[Label], inputs: Sequence[Path],
-               out_dir: Path) -> dict[str, Any]:  # fmt: skip
+               out_dir: Path, model: nn.Module | None = None) -> dict[str, Any]:  # fmt: skip
         """`test_lines.png` (the first test lines, truth and reading, errors in red) and `errors.csv` (every line
         read wrong, with its character edits)."""
         wrong = [(str(path), label, p["text"], p["confidence"]) for path, label, p in zip(inputs, labels, predictions)
@@ -481,7 +371,7 @@ class Ocr(Task):
 
     def preview(self, samples: Sequence[tuple[torch.Tensor, Any]], path: Path) -> None:
         images = [x for x, _ in samples[:16]]
-        texts = ["".join(self.charset[int(c) - 1] for c in y) for _, y in samples[:16]]
+        texts = [self.text_of(y) for _, y in samples[:16]]
         _plot_lines([((x - x.min()) / (x.max() - x.min() + 1e-6) * 255) for x in images], texts, None, path)
 
 
@@ -489,44 +379,6 @@ def edits(truth: str, read: str) -> str:
     """The character edits turning the truth into the reading, e.g. `'l'->'I'@3 ''->'.'@9` (positions in the truth)."""
     ops = difflib.SequenceMatcher(a=truth, b=read, autojunk=False).get_opcodes()
     return " ".join(f"{truth[i1:i2]!r}->{read[j1:j2]!r}@{i1}" for tag, i1, i2, j1, j2 in ops if tag != "equal")
-
-
-def text_metrics() -> type:
-    """The Metric class, built on first use (torchmetrics takes seconds to import)."""
-    from torchmetrics import Metric
-    from torchmetrics.text import CharErrorRate, WordErrorRate
-
-    class TextMetrics(Metric):
-        """Character error rate (edits / truth characters), word error rate and the share of lines read exactly,
-        from one greedy decoding of each batch."""
-
-        full_state_update = False
-
-        def __init__(self, task: Ocr) -> None:
-            super().__init__()
-            self.task = task
-            self.cer, self.wer = CharErrorRate(), WordErrorRate()
-            self.add_state("exact", torch.tensor(0), dist_reduce_fx="sum")
-            self.add_state("lines", torch.tensor(0), dist_reduce_fx="sum")
-
-        def update(self, outputs: dict[str, torch.Tensor], targets: list[torch.Tensor]) -> None:
-            read = [text for text, _ in self.task.read(outputs)]
-            truth = ["".join(self.task.charset[int(c) - 1] for c in t) for t in targets]
-            self.cer.update(read, truth)
-            self.wer.update(read, truth)
-            self.exact += sum(r == t for r, t in zip(read, truth))
-            self.lines += len(truth)
-
-        def compute(self) -> dict[str, torch.Tensor]:
-            return {"cer": self.cer.compute(), "wer": self.wer.compute(),
-                    "exact_match": self.exact.float() / self.lines.clamp(min=1)}  # fmt: skip
-
-        def reset(self) -> None:
-            super().reset()
-            self.cer.reset()
-            self.wer.reset()
-
-    return TextMetrics
 
 
 MONO_PT = 9  # the pictures' text size; DejaVu Sans Mono advances 0.602 em per character

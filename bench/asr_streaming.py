@@ -1,0 +1,88 @@
+"""Streaming speech decoding: time and peak memory of `lifecycle transcribe --stream`'s path (a file read and decoded
+a chunk at a time) against full-context decoding of the same file (the baseline: the whole recording decoded
+in one pass), for recordings of 1, 5 and 20 minutes. Each measurement runs in a fresh process, so its peak RSS
+is its own; the model is the default asr architecture (untrained: cost does not depend on the weights).
+
+    python bench/asr_streaming.py                     # 1, 5 and 20 minutes
+    python bench/asr_streaming.py --minutes 2 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def write_recording(path: Path, minutes: float) -> None:
+    """Synthesized utterances (digits and commands, several voices) repeated to `minutes`, 16 kHz mono WAV."""
+    import soundfile as sf
+
+    from lifecycle.audio import SAMPLE_RATE, decode_audio
+    from lifecycle.sources.speech import Synthesizer, plan_utterances, synthesize
+
+    synthesizer = Synthesizer()
+    plans = plan_utterances(40, ["en-us+m1", "en+f1", "en-029+m7", "en-gb-scotland+f2"], seed=0)
+    speech = np.concatenate([decode_audio(synthesize(p, synthesizer), 30)[0].numpy() for p in plans])
+    repeats = int(np.ceil(minutes * 60 * SAMPLE_RATE / len(speech)))
+    sf.write(path, np.tile(speech, repeats)[: int(minutes * 60 * SAMPLE_RATE)], SAMPLE_RATE, subtype="PCM_16")
+
+
+def measure(mode: str, recording: str) -> dict:
+    """Run in a child process: decode `recording` fully or streaming; time, peak RSS and the word count."""
+    import torch
+
+    from lifecycle.audio import decode_audio
+    from lifecycle.config import parse_params
+    from lifecycle.tasks import get_task
+    from lifecycle.tasks.asr import file_chunks, streamed_outputs
+
+    torch.set_num_threads(2)
+    task = get_task("asr")(parse_params({"tasks": ["asr"], "asr": {}}).task("asr"))
+    torch.manual_seed(0)
+    model = task.build_model().eval()
+    started = time.perf_counter()
+    with torch.no_grad():
+        if mode == "full":
+            spec = task.prepare(decode_audio(Path(recording).read_bytes(), max_seconds=float("inf")))
+            outputs = model(spec[None], torch.tensor([spec.shape[-1]]))
+        else:
+            outputs = streamed_outputs(model, file_chunks(Path(recording), task.features, task.cfg.model.streaming))
+        text, _ = task.read(outputs)[0]
+    return {"seconds": time.perf_counter() - started, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "words": len(text.split())}  # fmt: skip
+
+
+def in_child(mode: str, recording: Path) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", mode, str(recording)], check=True,
+                         stdout=subprocess.PIPE, text=True).stdout  # fmt: skip
+    return json.loads(out.splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, nargs="+", default=[1, 5, 20])
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(*args.child)))
+        return
+    print(f"{'minutes':>8} {'full s':>8} {'stream s':>9} {'time ratio':>10} {'full MB':>8} {'stream MB':>10} {'memory ratio':>12}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for minutes in args.minutes:
+            recording = Path(tmp) / f"{minutes:g}min.wav"
+            write_recording(recording, minutes)
+            full, stream = in_child("full", recording), in_child("stream", recording)
+            print(f"{minutes:>8g} {full['seconds']:>8.1f} {stream['seconds']:>9.1f} {stream['seconds'] / full['seconds']:>9.2f}x"
+                  f" {full['peak_mb']:>8.0f} {stream['peak_mb']:>10.0f} {stream['peak_mb'] / full['peak_mb']:>11.2f}x")
+
+
+if __name__ == "__main__":
+    main()
