@@ -57,10 +57,8 @@ def decode_audio(data: bytes, max_seconds: float) -> torch.Tensor:
 
 def to_model_rate(samples: torch.Tensor, rate: int) -> torch.Tensor:
     """A mono waveform resampled from `rate` to SAMPLE_RATE (torchaudio's windowed-sinc resampler)."""
-    from torchaudio.functional import resample
-
     samples = samples.float()
-    return samples if rate == SAMPLE_RATE else resample(samples, rate, SAMPLE_RATE)
+    return samples if rate == SAMPLE_RATE else _resampler(rate, SAMPLE_RATE)(samples)
 
 
 def encode_wav(waveform: np.ndarray | torch.Tensor, rate: int = SAMPLE_RATE) -> bytes:

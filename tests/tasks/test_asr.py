@@ -65,16 +65,18 @@ def test_every_word_is_audible_and_timed_in_every_voice(synthesizer):
     assert slow > 1.3 * fast
 
 
-def test_a_synthesized_clip_is_16k_mono_with_its_silence(synthesizer):
+def test_a_synthesized_clip_is_espeaks_own_samples_with_its_silence(synthesizer):
+    """Stored at eSpeak's rate as it made it, decoded to 16 kHz mono."""
     utterance = Utterance("nine one one", "en+f1", 175, 50, lead_s=0.25, tail_s=0.1)
     data = synthesize(utterance, synthesizer)
     info = sf.info(io.BytesIO(data))
-    assert (info.samplerate, info.channels, info.subtype) == (SAMPLE_RATE, 1, "PCM_16")
-    waveform = decode_audio(data, 30)[0]
-    assert float(waveform[: int(0.2 * SAMPLE_RATE)].abs().max()) < 1e-3, "the lead is silent"
-    assert float(waveform[int(0.3 * SAMPLE_RATE) :].abs().max()) > 0.1, "then speech"
+    assert (info.samplerate, info.channels, info.subtype) == (ESPEAK_RATE, 1, "PCM_16")
     speech = speech_seconds(synthesizer.say("nine one one", "en+f1", 175, 50))
     assert info.duration == pytest.approx(0.35 + speech, abs=0.01)
+    waveform = decode_audio(data, 30)[0]
+    assert len(waveform) == pytest.approx(info.duration * SAMPLE_RATE, abs=2)
+    assert float(waveform[: int(0.2 * SAMPLE_RATE)].abs().max()) < 1e-3, "the lead is silent"
+    assert float(waveform[int(0.3 * SAMPLE_RATE) :].abs().max()) > 0.1, "then speech"
 
 
 def test_held_out_voices_never_reach_training(tmp_path):
@@ -93,6 +95,8 @@ def test_held_out_voices_never_reach_training(tmp_path):
         assert heard == set(voices[s]), s
     assert all(set(r["label"].split()) <= set(VOCABULARY) for r in rows)
     assert {len(r["label"].split()) for r in rows} == {1, 2, 3}, "utterances of 1 to max_words words"
+    again = collect(make_task(params, "asr"), paths)
+    assert again.new == 0 and again.samples == len(rows), "re-synthesized plans are the samples already collected"
 
 
 def test_utterances_use_the_configured_vocabulary():

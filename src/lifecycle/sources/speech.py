@@ -139,47 +139,39 @@ def plan_utterances(count: int, voices: Sequence[str], seed: int, prosody: Proso
 
 
 _WORKER: Synthesizer | None = None
-MAX_WORKERS = 8
 
 
 def _start_worker() -> None:
     global _WORKER
-    # Resampling clips of many lengths would fill oneDNN's cache of per-shape kernels (about 0.4 MB per clip,
-    # 1.4 GB per worker over 4,000 clips); read when torch loads, so set before its first import here.
-    os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = "0"
-    import torch
-
-    torch.set_num_threads(1)
     _WORKER = Synthesizer()
 
 
 def synthesize(utterance: Utterance, synthesizer: Synthesizer | None = None) -> bytes:
-    """The utterance as 16 kHz mono 16-bit WAV bytes: eSpeak's own silence trimmed, then the planned silence
-    added around the speech."""
-    import torch
-
-    from lifecycle.audio import SAMPLE_RATE, encode_wav, to_model_rate
+    """The utterance as mono 16-bit WAV bytes at eSpeak's own rate, its samples as synthesized (eSpeak's silence
+    trimmed, the planned silence added); decoding converts to 16 kHz. Not bit-reproducible: eSpeak's voice
+    flutter carries state from one utterance to the next (no seed or re-initialisation resets it), so the same
+    plan gives slightly different samples on every run; collection knows a planned sample by its origin."""
+    from lifecycle.audio import encode_wav
 
     synth = synthesizer or _WORKER or Synthesizer()
     samples = synth.say(utterance.text, utterance.voice, utterance.rate, utterance.pitch)
     loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > 64)  # about -54 dBFS
     speech = samples[loud[0] : loud[-1] + 1] if len(loud) else samples
-    wave = to_model_rate(torch.from_numpy(speech.astype(np.float32) / 32768.0), ESPEAK_RATE).numpy()
-    silence = [np.zeros(round(s * SAMPLE_RATE), np.float32) for s in (utterance.lead_s, utterance.tail_s)]
-    return encode_wav(np.concatenate([silence[0], wave, silence[1]]))
+    lead, tail = (np.zeros(round(s * ESPEAK_RATE), np.int16) for s in (utterance.lead_s, utterance.tail_s))
+    return encode_wav(np.concatenate([lead, speech, tail]), ESPEAK_RATE)
 
 
 def synthesized_utterances(count: int, voices: Mapping[str, Sequence[str]], shares: Mapping[str, float], seed: int,
                            prosody: Prosody = Prosody(), workers: int = 0,
                            vocabulary: Sequence[str] = VOCABULARY) -> Iterator[RawSample]:  # fmt: skip
     """`count` utterances, each split's share spoken by that split's voices, the voice as the sample's group and
-    its split decided here. `workers` processes synthesize (0: one per CPU core, at most MAX_WORKERS: each holds
-    torch, about 0.5 GB); the result does not depend on how many."""
+    its split decided here. `workers` processes synthesize (0: one per CPU core); the result does not depend on
+    how many."""
     plans = []
     for k, (split, names) in enumerate(sorted(voices.items())):
         for i, u in enumerate(plan_utterances(round(count * shares[split]), names, seed * 1000 + k, prosody, vocabulary)):
             plans.append((split, i, u))
-    processes = workers or min(len(os.sched_getaffinity(0)), MAX_WORKERS)
+    processes = workers or len(os.sched_getaffinity(0))
     context = multiprocessing.get_context("spawn")  # forking a process that has started torch's threads can hang
     with context.Pool(processes, initializer=_start_worker) as pool:
         audio = pool.imap(synthesize, [u for _, _, u in plans], chunksize=16)

@@ -1,12 +1,15 @@
 """Collect: store every new sample of the task's sources in the raw, content-addressed, append-only store.
 
-Raw data is never rewritten: a sample is stored once under its SHA-256 and its manifest row never changes.
-Anything unusable (unreadable, unlabeled, unknown label, conflicting label) goes to the quarantine with
-its reason and a copy of its bytes, so nothing disappears silently."""
+Raw data is never rewritten: a sample is stored once under its SHA-256 and its manifest row never changes; an
+embedded sample (one the code generates from a plan: a rendered line, a synthesized utterance) is also known by
+its origin and label, so generating it again is not a new sample even when the bytes differ (eSpeak's speech is
+not bit-exact). Anything unusable (unreadable, unlabeled, unknown label, conflicting label) goes to the
+quarantine with its reason and a copy of its bytes, so nothing disappears silently."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +38,7 @@ def collect(task: Task, paths: TaskPaths) -> CollectSummary:
     manifest = {row["sample_id"]: row for row in read_jsonl(paths.raw_manifest)}
     quarantine = read_jsonl(paths.quarantine)
     quarantined_keys = {(q["sha256"], q["origin"], q["reason"]) for q in quarantine}
+    planned = {(row["origin"], json.dumps(row["label"])) for row in manifest.values() if row["source"] == "embedded"}
     new = 0
     new_quarantined = 0
 
@@ -58,6 +62,8 @@ def collect(task: Task, paths: TaskPaths) -> CollectSummary:
     for candidate in task.collect(paths.incoming):
         if isinstance(candidate, Rejected):
             reject(candidate)
+            continue
+        if candidate.source == "embedded" and (candidate.origin, json.dumps(candidate.label)) in planned:
             continue
         digest = sha256(candidate.data)
         known = manifest.get(digest)

@@ -59,7 +59,7 @@ class AsrCollect(Strict):
     max_rate: int = Field(230, ge=80, le=450)
     min_pitch: int = Field(25, ge=0, le=100, description="eSpeak's pitch scale, 50 the voice's own")
     max_pitch: int = Field(75, ge=0, le=100)
-    workers: int = Field(0, ge=0, description="synthesis processes (0: one per CPU core, at most 8)")
+    workers: int = Field(0, ge=0, description="synthesis processes (0: one per CPU core)")
     folder: Path | None = Field(None, description="your own clips: a folder of audio files and labels.tsv (path<TAB>transcript)")
 
     @field_validator("vocabulary", mode="before")
