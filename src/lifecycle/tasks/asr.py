@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -445,7 +445,7 @@ class Asr(Task):
                            out_dir / "test_spectrograms.png")  # fmt: skip
         if model is None or not inputs:
             return {}
-        return streaming_agreement(self, model, [self.load_input(Path(p)) for p in inputs], labels)
+        return streaming_agreement(self, model, (self.load_input(Path(p)) for p in inputs), labels)
 
     def preview(self, samples: Sequence[tuple[torch.Tensor, Any]], path: Path) -> None:
         _plot_spectrograms([x[0] for x, _ in samples[:6]], [self.text_of(y) for _, y in samples[:6]], None, path)
@@ -537,7 +537,7 @@ def transcribe_stream(task: Asr, model: nn.Module, windows: Iterator[Chunk]) -> 
             yield piece.end_seconds, task.transcript(path, probs)[0]
 
 
-def streaming_agreement(task: Asr, model: nn.Module, clips: Sequence[torch.Tensor], labels: Sequence[str],
+def streaming_agreement(task: Asr, model: nn.Module, clips: Iterable[torch.Tensor], labels: Sequence[str],
                         minutes: float = 2.0) -> dict[str, float]:  # fmt: skip
     """Test clips joined into one recording of up to `minutes` (a 0.3 s pause between clips), decoded with full
     context and in streaming chunks: the WER between the two transcripts, and of each against the truth."""
