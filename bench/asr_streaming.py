@@ -1,9 +1,9 @@
 """Streaming speech decoding: time and peak memory of `lifecycle transcribe --stream`'s path (a file read and decoded
 a chunk at a time) against full-context decoding of the same file (the baseline: the whole recording decoded
-in one pass), for recordings of 1, 5 and 20 minutes. Each measurement runs in a fresh process, so its peak RSS
+in one pass), for recordings of 1, 10 and 30 minutes. Each measurement runs in a fresh process, so its peak RSS
 is its own; the model is the default asr architecture (untrained: cost does not depend on the weights).
 
-    python bench/asr_streaming.py                     # 1, 5 and 20 minutes
+    python bench/asr_streaming.py                     # 1, 10 and 30 minutes
     python bench/asr_streaming.py --minutes 2 10
 """
 
@@ -68,7 +68,7 @@ def in_child(mode: str, recording: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, nargs="+", default=[1, 5, 20])
+    parser.add_argument("--minutes", type=float, nargs="+", default=[1, 10, 30])
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -222,10 +222,12 @@ def edit_distance(a: Sequence[Any], b: Sequence[Any]) -> int:
 
 def nearest_words(token: str, vocabulary: Sequence[str]) -> list[str]:
     """The vocabulary word closest to a decoded token, or two words when the token reads as two run together
-    (a missed pause: `nineone`) clearly better than as one."""
+    (a missed pause: `nineone`) clearly better than as one. Tokens longer than any two words (noise read as
+    letters) are not cut: trying every cut would cost the square of their length."""
     one = min(vocabulary, key=lambda w: edit_distance(token, w))
     best = [one], edit_distance(token, one)
-    for cut in range(1, len(token)):
+    longest = max(map(len, vocabulary))
+    for cut in range(1, len(token) if len(token) <= 2 * longest + 1 else 0):
         left = min(vocabulary, key=lambda w: edit_distance(token[:cut], w))
         right = min(vocabulary, key=lambda w: edit_distance(token[cut:], w))
         cost = edit_distance(token[:cut], left) + edit_distance(token[cut:], right) + 1
