@@ -81,10 +81,6 @@ def frame_levels_db(waveform: torch.Tensor, frame: int = SAMPLE_RATE // 50) -> t
     return 10 * torch.log10(x.pow(2).mean(1) + 1e-10)
 
 
-def is_silent(waveform: torch.Tensor) -> bool:
-    return waveform.numel() == 0 or float(frame_levels_db(waveform).max()) < SILENCE_DBFS
-
-
 def audio_descriptors(waveform: torch.Tensor) -> dict[str, float]:
     """Duration (s), RMS level (dBFS), estimated SNR (dB: loud frames against the quietest tenth), spectral
     centroid (Hz) and speech rate (syllable-like energy peaks per second of sound) of a 1 x N waveform."""

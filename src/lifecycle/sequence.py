@@ -4,6 +4,7 @@ loss and greedy decoding, and the CER/WER metrics."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any, Protocol
 
 import torch
@@ -105,11 +106,25 @@ class CTCRecognizer(nn.Module):
         return sequence_outputs(self.head(frames), lengths, masked_mean(frames, lengths))
 
 
+def pad_to_widest(inputs: Sequence[torch.Tensor], height: int) -> dict[str, torch.Tensor]:
+    """1 x height x W_i inputs as one B x 1 x height x max(W) batch padded with zeros (what the network's masking
+    shows beyond an input), with each input's width."""
+    widths = torch.tensor([x.shape[-1] for x in inputs], dtype=torch.long)
+    images = torch.zeros(len(inputs), 1, height, int(widths.max()) if len(inputs) else STRIDE)
+    for i, x in enumerate(inputs):
+        images[i, :, :, : x.shape[-1]] = x
+    return {"images": images, "widths": widths}
+
+
+def emitting_frames(path: Sequence[int]) -> list[int]:
+    """The frames of a CTC best path that emit a character: not blank, and not a repeat of the frame before."""
+    return [j for j, c in enumerate(path) if c != BLANK and (j == 0 or c != path[j - 1])]
+
+
 def greedy_ctc(outputs: dict[str, torch.Tensor]) -> list[tuple[list[int], float]]:
     """Each input's characters (1-based indices): the best class per frame, repeats collapsed, blanks dropped;
     and the probability of that best path."""
-    return [([c for j, c in enumerate(path) if c != BLANK and (j == 0 or c != path[j - 1])], p)
-            for path, p in best_paths(outputs)]  # fmt: skip
+    return [([path[j] for j in emitting_frames(path)], p) for path, p in best_paths(outputs)]
 
 
 def best_paths(outputs: dict[str, torch.Tensor]) -> list[tuple[list[int], float]]:

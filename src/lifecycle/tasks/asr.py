@@ -21,10 +21,11 @@ from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from lifecycle.atomic import atomic_path
-from lifecycle.audio import (AUDIO_SHIFTS, SAMPLE_RATE, add_noise, audio_descriptors, audio_info, change_speed,
-                             decode_audio, encode_wav, frame_levels_db, shift_audio)  # fmt: skip
+from lifecycle.audio import (AUDIO_SHIFTS, SAMPLE_RATE, SILENCE_DBFS, add_noise, audio_descriptors, audio_info,
+                             change_speed, decode_audio, encode_wav, frame_levels_db, shift_audio)  # fmt: skip
 from lifecycle.config import ConfigError, Strict, ValidateConfig
-from lifecycle.sequence import BLANK, STRIDE, CTCRecognizer, EncoderHeight, ctc_loss, text_metrics
+from lifecycle.sequence import (STRIDE, CTCRecognizer, EncoderHeight, ctc_loss, emitting_frames, pad_to_widest,
+                                 text_metrics)
 from lifecycle.sources.speech import VOCABULARY, Prosody
 from lifecycle.tasks import register_task
 from lifecycle.tasks.base import InvalidInput, InvalidSample, Label, RawSample, Rejected, Task
@@ -143,6 +144,10 @@ class Streaming(Strict):
         """Encoder frames (40 ms) in `seconds`."""
         return max(1, round(seconds * SAMPLE_RATE / FRAME_SAMPLES))
 
+    def window(self) -> tuple[int, int]:
+        """(frames a chunk decides, frames of context it sees on either side)."""
+        return self.frames(self.chunk_seconds), self.frames(self.context_seconds)
+
 
 class AsrModel(Strict):
     n_mels: EncoderHeight = Field(32, description="log-mel bands (the encoder's height: a multiple of 16)")
@@ -243,8 +248,7 @@ def constrain(text: str, vocabulary: Sequence[str]) -> str:
 def emitted_confidence(path: list[int], probs: list[float]) -> float:
     """The geometric mean of the probabilities of the frames that emit a character (a clip's confidence that
     does not shrink with its length); for a path that emits nothing, of its blank frames."""
-    emitting = [p for j, (c, p) in enumerate(zip(path, probs)) if c != BLANK and (j == 0 or c != path[j - 1])]
-    chosen = emitting or probs
+    chosen = [probs[j] for j in emitting_frames(path)] or probs
     return float(np.exp(np.mean(np.log(np.maximum(chosen, 1e-12))))) if chosen else 0.0
 
 
@@ -316,7 +320,7 @@ class Asr(Task):
         except InvalidInput as e:
             raise InvalidSample(str(e)) from None
         loudest = float(frame_levels_db(waveform).max())
-        if loudest < -50:
+        if loudest < SILENCE_DBFS:
             raise InvalidSample(f"silence: the loudest 20 ms is at {loudest:.0f} dBFS")
         text = " ".join(label.split())
         return {"duration": info["duration"], "sample_rate": info["sample_rate"], "channels": info["channels"],
@@ -362,12 +366,9 @@ class Asr(Task):
         `streaming.above_seconds` stay apart, each decoded in chunks."""
         limit = spectrogram_frames(round(self.cfg.model.streaming.above_seconds * SAMPLE_RATE))
         whole = [i for i, x in enumerate(inputs) if x.shape[-1] <= limit]
-        lengths = torch.tensor([inputs[i].shape[-1] for i in whole], dtype=torch.long)
-        images = torch.zeros(len(whole), 1, self.cfg.model.n_mels, int(lengths.max()) if whole else STRIDE)
-        for row, i in enumerate(whole):
-            images[row, :, :, : inputs[i].shape[-1]] = inputs[i]
         long = {i: x for i, x in enumerate(inputs) if x.shape[-1] > limit}
-        return {"images": images, "widths": lengths, "whole": whole, "long": long, "count": len(inputs)}
+        return {**pad_to_widest([inputs[i] for i in whole], self.cfg.model.n_mels), "whole": whole, "long": long,
+                "count": len(inputs)}  # fmt: skip
 
     def collate(self, items: Sequence[tuple[Any, Any]]) -> tuple[dict[str, Any], list[torch.Tensor]]:
         inputs, targets = zip(*items)
@@ -387,7 +388,7 @@ class Asr(Task):
             parts = {i: {k: v[[row]] for k, v in batch.items()} for row, i in enumerate(inputs["whole"])}
         s = self.cfg.model.streaming
         for i, spec in inputs["long"].items():
-            parts[i] = streamed_outputs(model, chunks(spec, s.frames(s.chunk_seconds), s.frames(s.context_seconds)))
+            parts[i] = streamed_outputs(model, chunks(spec, *s.window()))
         return _padded([parts[i] for i in range(inputs["count"])])
 
     def embed(self, model: nn.Module, inputs: dict[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -411,8 +412,7 @@ class Asr(Task):
     def transcript(self, path: list[int], probs: list[float]) -> tuple[str, float]:
         """A clip's transcript from its best CTC path (repeats collapsed, blanks dropped, then each word mapped
         into the vocabulary when so configured) and its confidence (`emitted_confidence`)."""
-        chars = [c for j, c in enumerate(path) if c != BLANK and (j == 0 or c != path[j - 1])]
-        text = " ".join("".join(self.charset[c - 1] for c in chars).split())
+        text = " ".join("".join(self.charset[path[j] - 1] for j in emitting_frames(path)).split())
         if self.cfg.model.constrain_to_vocabulary and text:
             text = constrain(text, self.vocabulary)
         return text, emitted_confidence(path, probs)
@@ -481,7 +481,7 @@ def file_chunks(path: Path, features: LogMel, streaming: Streaming) -> Iterator[
 
     from lifecycle.audio import to_model_rate
 
-    chunk, context = streaming.frames(streaming.chunk_seconds), streaming.frames(streaming.context_seconds)
+    chunk, context = streaming.window()
     with sf.SoundFile(str(path)) as f:
         rate = f.samplerate
         total = spectrogram_frames(round(f.frames * SAMPLE_RATE / rate)) // STRIDE
@@ -557,7 +557,7 @@ def streaming_agreement(task: Asr, model: nn.Module, clips: Iterable[torch.Tenso
     with torch.no_grad():
         device = next(model.parameters()).device
         full = model(spec[None].to(device), torch.tensor([spec.shape[-1]], device=device))
-        streamed = streamed_outputs(model, chunks(spec, s.frames(s.chunk_seconds), s.frames(s.context_seconds)))
+        streamed = streamed_outputs(model, chunks(spec, *s.window()))
     (full_text, _), (stream_text, _) = task.read(full)[0], task.read(streamed)[0]
     reference = " ".join(truth)
     return {"long_recording_seconds": round(seconds, 1),

@@ -28,7 +28,7 @@ from lifecycle.atomic import atomic_path
 from lifecycle.config import Strict
 from lifecycle.imaging import IMAGE_SHIFTS, decode_gray, encode_png, image_descriptors, inspect_image, shift_image
 from lifecycle.sequence import (BLANK, STRIDE, CTCRecognizer, EncoderHeight, SequenceEncoder, best_paths, ctc_loss,
-                                 greedy_ctc, masked_mean, sequence_outputs, text_metrics)
+                                 greedy_ctc, masked_mean, pad_to_widest, sequence_outputs, text_metrics)
 from lifecycle.sources.textlines import DEFAULT_CHARSET, LineStyle
 from lifecycle.tasks import register_task
 from lifecycle.tasks.base import InvalidInput, InvalidSample, Label, RawSample, Rejected, Task
@@ -296,12 +296,8 @@ class Ocr(Task):
         return resized_width(raw_input.shape[-1], raw_input.shape[-2], self.cfg.model.height)
 
     def batch_inputs(self, inputs: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Lines padded with zeros (what the network's masking shows beyond a line) to the widest."""
-        widths = torch.tensor([x.shape[-1] for x in inputs], dtype=torch.long)
-        images = torch.zeros(len(inputs), 1, self.cfg.model.height, int(widths.max()) if len(inputs) else STRIDE)
-        for i, x in enumerate(inputs):
-            images[i, :, :, : x.shape[-1]] = x
-        return {"images": images, "widths": widths}
+        """Lines padded to the widest."""
+        return pad_to_widest(inputs, self.cfg.model.height)
 
     def collate(self, items: Sequence[tuple[Any, Any]]) -> tuple[dict[str, Any], list[torch.Tensor]]:
         """Batches also carry the targets as an input: the attention decoder is teacher-forced in training."""
