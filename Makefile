@@ -19,7 +19,7 @@ export BENTOML_HOME                     ?= $(CURDIR)/.bentoml
 export DVC_SITE_CACHE_DIR               ?= $(CURDIR)/.dvc/site-cache
 export MPLCONFIGDIR                     ?= $(CURDIR)/.cache/matplotlib
 
-.PHONY: setup run test serve bento schedule bench bench-serve clean
+.PHONY: setup run lint test dvc-yaml serve bento schedule bench bench-serve clean
 
 setup: $(STAMP)
 
@@ -32,8 +32,17 @@ $(STAMP): pyproject.toml requirements.lock
 run: setup  ## the whole lifecycle for every task in params.yaml, through the Prefect flow
 	$(BIN)/python flows/training.py
 
-test: setup
+lint: setup  ## ruff (lint and format), the import-linter layer contracts, mypy; any finding fails
+	$(BIN)/ruff check src flows tests bench
+	$(BIN)/ruff format --check src flows tests bench
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest
+
+dvc-yaml: setup  ## regenerate dvc.yaml from the pipeline definition, for params.yaml's tasks
+	$(BIN)/lifecycle dvc-yaml
 
 HOST ?= 127.0.0.1
 PORT ?= 3000

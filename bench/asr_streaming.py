@@ -40,29 +40,34 @@ def measure(mode: str, recording: str) -> dict:
     import torch
 
     from lifecycle.audio import decode_audio
-    from lifecycle.config import parse_params
-    from lifecycle.tasks import get_task
-    from lifecycle.tasks.asr import file_chunks, streamed_outputs
+    from lifecycle.params import parse_params
+    from lifecycle.tasks import build_task
+    from lifecycle.tasks.asr.streaming import file_chunks, streamed_outputs
 
     torch.set_num_threads(2)
-    task = get_task("asr")(parse_params({"tasks": ["asr"], "asr": {}}).task("asr"))
+    task = build_task("asr", parse_params({"tasks": ["asr"], "asr": {}}).task("asr"))
     torch.manual_seed(0)
-    model = task.build_model().eval()
+    model = task.network.build().eval()
     started = time.perf_counter()
     with torch.no_grad():
         if mode == "full":
-            spec = task.prepare(decode_audio(Path(recording).read_bytes(), max_seconds=float("inf")))
+            spec = task.codec.prepare(decode_audio(Path(recording).read_bytes(), max_seconds=float("inf")))
             outputs = model(spec[None], torch.tensor([spec.shape[-1]]))
         else:
-            outputs = streamed_outputs(model, file_chunks(Path(recording), task.features, task.cfg.model.streaming))
-        text, _ = task.read(outputs)[0]
-    return {"seconds": time.perf_counter() - started, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "words": len(text.split())}  # fmt: skip
+            chunked = file_chunks(Path(recording), task.codec.features, task.cfg.model.streaming)
+            outputs = streamed_outputs(model, chunked)
+        text, _ = task.outputs.read(outputs)[0]
+    return {
+        "seconds": time.perf_counter() - started,
+        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "words": len(text.split()),
+    }
 
 
 def in_child(mode: str, recording: Path) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", mode, str(recording)], check=True,
-                         stdout=subprocess.PIPE, text=True).stdout  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", mode, str(recording)], check=True, stdout=subprocess.PIPE, text=True
+    ).stdout
     return json.loads(out.splitlines()[-1])
 
 
@@ -74,14 +79,18 @@ def main() -> None:
     if args.child:
         print(json.dumps(measure(*args.child)))
         return
-    print(f"{'minutes':>8} {'full s':>8} {'stream s':>9} {'time ratio':>10} {'full MB':>8} {'stream MB':>10} {'memory ratio':>12}")
+    print(
+        f"{'minutes':>8} {'full s':>8} {'stream s':>9} {'time ratio':>10} {'full MB':>8} {'stream MB':>10} {'memory ratio':>12}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for minutes in args.minutes:
             recording = Path(tmp) / f"{minutes:g}min.wav"
             write_recording(recording, minutes)
             full, stream = in_child("full", recording), in_child("stream", recording)
-            print(f"{minutes:>8g} {full['seconds']:>8.1f} {stream['seconds']:>9.1f} {stream['seconds'] / full['seconds']:>9.2f}x"
-                  f" {full['peak_mb']:>8.0f} {stream['peak_mb']:>10.0f} {stream['peak_mb'] / full['peak_mb']:>11.2f}x")
+            print(
+                f"{minutes:>8g} {full['seconds']:>8.1f} {stream['seconds']:>9.1f} {stream['seconds'] / full['seconds']:>9.2f}x"
+                f" {full['peak_mb']:>8.0f} {stream['peak_mb']:>10.0f} {stream['peak_mb'] / full['peak_mb']:>11.2f}x"
+            )
 
 
 if __name__ == "__main__":

@@ -27,8 +27,8 @@ from pathlib import Path
 import yaml
 
 from lifecycle import registry
-from lifecycle.config import load_params
 from lifecycle.data import rows_of_split
+from lifecycle.params import load_params
 from lifecycle.paths import TaskPaths
 from lifecycle.serving import Predictor
 
@@ -41,7 +41,9 @@ class Load:
     errors: int
 
     def percentile(self, q: float) -> float:
-        return statistics.quantiles(self.latencies_ms, n=100)[int(q) - 1] if len(self.latencies_ms) > 1 else float("nan")
+        return (
+            statistics.quantiles(self.latencies_ms, n=100)[int(q) - 1] if len(self.latencies_ms) > 1 else float("nan")
+        )
 
 
 def free_port() -> int:
@@ -78,17 +80,34 @@ async def drive(url: str, field: str, inputs: list[bytes], clients: int, seconds
     return latencies, errors
 
 
-def serve_and_load(name: str, root: Path, params: dict, field: str, endpoint: str, inputs: list[bytes],
-                   clients: int, seconds: float, warmup: float) -> Load:  # fmt: skip
+def serve_and_load(
+    name: str,
+    root: Path,
+    params: dict,
+    field: str,
+    endpoint: str,
+    inputs: list[bytes],
+    clients: int,
+    seconds: float,
+    warmup: float,
+) -> Load:
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         params_file = Path(tmp) / "params.yaml"
         params_file.write_text(yaml.safe_dump({**params, "serving": {**params.get("serving", {}), "log_dir": tmp}}))
         env = {**os.environ, "LIFECYCLE_PARAMS": str(params_file)}
-        cmd = [str(Path(sys.executable).parent / "bentoml"), "serve", "lifecycle.service:Lifecycle",
-               "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
-        proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)  # fmt: skip
+        cmd = [
+            str(Path(sys.executable).parent / "bentoml"),
+            "serve",
+            "lifecycle.service:Lifecycle",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
+        proc = subprocess.Popen(
+            cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         try:
             wait_ready(f"http://127.0.0.1:{port}", proc)
             url = f"http://127.0.0.1:{port}/{endpoint}"
@@ -118,11 +137,16 @@ def wait_ready(url: str, proc: subprocess.Popen) -> None:
     raise SystemExit("bentoml serve was not ready within 120 s")
 
 
-def raw_throughput(stored: registry.StoredModel, device: str, inputs: list[bytes], batch_size: int, seconds: float) -> float:
+def raw_throughput(
+    stored: registry.StoredModel, device: str, inputs: list[bytes], batch_size: int, seconds: float
+) -> float:
     """Inputs/s of `Predictor.infer` on prepared batches of `batch_size`, in this process."""
     predictor = Predictor.from_store(stored, device)
-    prepared = [predictor.task.prepare(predictor.task.decode(data)) for data in inputs]
-    batches = [(prepared * (batch_size // len(prepared) + 1))[i : i + batch_size] for i in range(0, batch_size * 4, batch_size)]
+    codec = predictor.task.codec
+    prepared = [codec.prepare(codec.decode(data)) for data in inputs]
+    batches = [
+        (prepared * (batch_size // len(prepared) + 1))[i : i + batch_size] for i in range(0, batch_size * 4, batch_size)
+    ]
     predictor.infer(batches[0])  # warm-up
     done, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -137,13 +161,13 @@ def store_scaled_model(task_name: str, params_file: Path, overrides: dict) -> No
     temporary BentoML store (throughput does not depend on the weights)."""
     from lifecycle.config import with_overrides
     from lifecycle.models import save_model
-    from lifecycle.tasks import get_task
+    from lifecycle.tasks import build_task
 
     home = Path(tempfile.mkdtemp(prefix="bench-bentoml-"))
     os.environ["BENTOML_HOME"] = str(home)  # before anything imports bentoml
-    task = get_task(task_name)(with_overrides(load_params(params_file).task(task_name), overrides))
+    task = build_task(task_name, with_overrides(load_params(params_file, only=[task_name]).task(task_name), overrides))
     model_file = home / "scaled.pt"
-    save_model(model_file, task, task.build_model().state_dict(), {"bench": f"untrained, {overrides}"})
+    save_model(model_file, task, task.network.build().state_dict(), {"bench": f"untrained, {overrides}"})
     stored = registry.store_candidate(task_name, model_file, {})
     registry.make_production(task_name, stored.tag)
 
@@ -168,32 +192,58 @@ def main() -> None:
     stored = registry.production(args.task)
     if stored is None:
         raise SystemExit(f"no production model for {args.task}: run `make run` first")
-    from lifecycle.tasks import get_task
+    from lifecycle.tasks import build_task, get_task
 
-    task_cls = get_task(args.task)
+    spec = get_task(args.task)
+    field = build_task(args.task, cfg).codec.input_field
     rows = rows_of_split(TaskPaths(root, args.task).split_manifest, "test")[:256]
     inputs = [(TaskPaths(root, args.task).raw / row["path"]).read_bytes() for row in rows]
     batch = cfg.serve.max_batch_size
-    print(f"{args.task}: {stored.tag}, {args.clients} clients x {args.seconds:g} s, max_batch_size {batch}, "
-          f"max_latency_ms {cfg.serve.max_latency_ms}, {os.cpu_count()} CPUs")  # fmt: skip
+    print(
+        f"{args.task}: {stored.tag}, {args.clients} clients x {args.seconds:g} s, max_batch_size {batch}, "
+        f"max_latency_ms {cfg.serve.max_latency_ms}, {os.cpu_count()} CPUs"
+    )
 
     def with_batch(size: int) -> dict:
-        task_params = {**raw_params[args.task], "serve": {**raw_params[args.task].get("serve", {}), "max_batch_size": size}}
+        task_params = {
+            **raw_params[args.task],
+            "serve": {**raw_params[args.task].get("serve", {}), "max_batch_size": size},
+        }
         return {**raw_params, "tasks": [args.task], args.task: task_params}
 
     loads = [
-        serve_and_load(f"adaptive batching (max {batch})", root, with_batch(batch), task_cls.input_field,
-                       task_cls.endpoint, inputs, args.clients, args.seconds, args.warmup),
-        serve_and_load("max_batch_size 1", root, with_batch(1), task_cls.input_field, task_cls.endpoint, inputs,
-                       args.clients, args.seconds, args.warmup),
-    ]  # fmt: skip
+        serve_and_load(
+            f"adaptive batching (max {batch})",
+            root,
+            with_batch(batch),
+            field,
+            spec.endpoint,
+            inputs,
+            args.clients,
+            args.seconds,
+            args.warmup,
+        ),
+        serve_and_load(
+            "max_batch_size 1",
+            root,
+            with_batch(1),
+            field,
+            spec.endpoint,
+            inputs,
+            args.clients,
+            args.seconds,
+            args.warmup,
+        ),
+    ]
     raw = raw_throughput(stored, cfg.serve.device, inputs, batch, min(args.seconds, 10))
     raw_single = raw_throughput(stored, cfg.serve.device, inputs, 1, min(args.seconds, 10))
 
     print(f"\n{'configuration':<30} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7}")
     for load in loads:
-        print(f"{load.name:<30} {load.requests_per_s:>8.1f} {load.percentile(50):>8.1f} {load.percentile(95):>8.1f} "
-              f"{load.percentile(99):>8.1f} {load.errors:>7}")  # fmt: skip
+        print(
+            f"{load.name:<30} {load.requests_per_s:>8.1f} {load.percentile(50):>8.1f} {load.percentile(95):>8.1f} "
+            f"{load.percentile(99):>8.1f} {load.errors:>7}"
+        )
     print(f"{f'raw Predictor.infer, batch {batch}':<30} {raw:>8.1f}  (inputs/s, in-process)")
     print(f"{'raw Predictor.infer, batch 1':<30} {raw_single:>8.1f}  (inputs/s, in-process)")
     batched, single = loads

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import torch
 
-from lifecycle.config import load_params
 from lifecycle.data import ManifestDataset, make_loader, rows_of_split
+from lifecycle.devices import resolve_device, resolve_precision
+from lifecycle.params import load_params
 from lifecycle.paths import TaskPaths
 from lifecycle.stages.collect import collect
 from lifecycle.stages.split import split
-from lifecycle.tasks import get_task
-from lifecycle.trainer import Trainer, build_optimizer, resolve_device, resolve_precision
+from lifecycle.tasks import build_task
+from lifecycle.trainer import Trainer, build_optimizer
 
 
 def bare_loop(task, model, loader, device, precision, epochs: int) -> list[float]:
@@ -35,7 +36,7 @@ def bare_loop(task, model, loader, device, precision, epochs: int) -> list[float
         for inputs, targets in loader:
             inputs, targets = inputs.to(device), targets.to(device)
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                loss = task.loss(model(inputs), targets)
+                loss = task.network.loss(model(inputs), targets)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
@@ -47,7 +48,7 @@ def bare_loop(task, model, loader, device, precision, epochs: int) -> list[float
 
 def project_trainer(task, model, loader, val_loader, epochs: int, workdir: Path) -> list[float]:
     cfg = task.cfg.train.model_copy(update={"epochs": epochs, "patience": epochs, "progress": False})
-    trainer = Trainer(task, cfg, workdir / f"bench-{time.monotonic_ns()}.pt", fingerprint="bench")
+    trainer = Trainer(task.network, task.goal, cfg, workdir / f"bench-{time.monotonic_ns()}.pt", "bench", task.name)
     result = trainer.fit(model, loader, val_loader)
     return [h.samples_per_second for h in result.history]
 
@@ -62,7 +63,7 @@ def lightning_trainer(task, model, loader, precision: str, epochs: int) -> list[
 
         def training_step(self, batch, _):
             inputs, targets = batch
-            return task.loss(self.model(inputs), targets)
+            return task.network.loss(self.model(inputs), targets)
 
         def configure_optimizers(self):
             return build_optimizer(self.model, task.cfg.train)
@@ -79,10 +80,17 @@ def lightning_trainer(task, model, loader, precision: str, epochs: int) -> list[
 
     clock = Clock()
     L.Trainer(
-        max_epochs=epochs, accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[clock],
+        max_epochs=epochs,
+        accelerator="auto",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[clock],
         precision={"bf16": "bf16-mixed", "fp16": "16-mixed"}.get(precision, "32-true"),
-    ).fit(Module(), loader)  # fmt: skip
+    ).fit(Module(), loader)
     return clock.rates
 
 
@@ -97,34 +105,37 @@ def main() -> None:
     params = load_params("params.yaml").task(args.task)
     if args.precision:
         params = params.model_copy(update={"train": params.train.model_copy(update={"precision": args.precision})})
-    task = get_task(args.task)(params)
+    task = build_task(args.task, params)
     device = resolve_device(params.train.device)
     precision = resolve_precision(params.train.precision, device)
     with tempfile.TemporaryDirectory() as tmp:
         paths = TaskPaths(Path(tmp), args.task)
-        collect(task, paths)
-        split(task, paths)
-        train_set = ManifestDataset(task, rows_of_split(paths.split_manifest, "train"), paths.raw, train=True)
-        val_set = ManifestDataset(task, rows_of_split(paths.split_manifest, "val")[:64], paths.raw, train=False)
+        collect(task.source, paths)
+        split(task.source, task.cfg.split, paths)
+        codec = task.codec
+        train_set = ManifestDataset(codec, rows_of_split(paths.split_manifest, "train"), paths.raw, train=True)
+        val_set = ManifestDataset(codec, rows_of_split(paths.split_manifest, "val")[:64], paths.raw, train=False)
 
         def loader():
-            return make_loader(task, train_set, params.train.batch_size, shuffle=True, seed=params.train.seed)
+            return make_loader(codec, train_set, params.train.batch_size, shuffle=True, seed=params.train.seed)
 
         def fresh_model():
             torch.manual_seed(params.train.seed)
-            return task.build_model()
+            return task.network.build()
 
         rates: dict[str, list[float]] = {"bare PyTorch loop": [], "lifecycle Trainer": [], "Lightning Trainer": []}
         for _ in range(args.rounds):
             rates["bare PyTorch loop"] += bare_loop(task, fresh_model(), loader(), device, precision, args.epochs)[1:]
             rates["lifecycle Trainer"] += project_trainer(
-                task, fresh_model(), loader(), make_loader(task, val_set, 64, shuffle=False), args.epochs, Path(tmp)
+                task, fresh_model(), loader(), make_loader(codec, val_set, 64, shuffle=False), args.epochs, Path(tmp)
             )[1:]
             rates["Lightning Trainer"] += lightning_trainer(task, fresh_model(), loader(), precision, args.epochs)[1:]
 
     median = {name: statistics.median(r) for name, r in rates.items()}
-    print(f"\n{args.task}: {len(train_set)} samples/epoch, batch {params.train.batch_size}, {device}, {precision}, "
-          f"{torch.get_num_threads()} threads; median of {args.rounds} x {args.epochs - 1} timed epochs")  # fmt: skip
+    print(
+        f"\n{args.task}: {len(train_set)} samples/epoch, batch {params.train.batch_size}, {device}, {precision}, "
+        f"{torch.get_num_threads()} threads; median of {args.rounds} x {args.epochs - 1} timed epochs"
+    )
     print(f"{'contender':<20} {'samples/s':>10}   runs")
     for name, value in median.items():
         print(f"{name:<20} {value:>10.0f}   {', '.join(f'{r:.0f}' for r in rates[name])}")

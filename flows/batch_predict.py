@@ -4,30 +4,31 @@ per input in a JSON lines or CSV file, and a markdown artifact listing any unrea
 from __future__ import annotations
 
 import argparse
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
 from lifecycle.batch import BatchResult, predict_folder, production_or
-from lifecycle.config import load_params
+from lifecycle.params import load_params
 from lifecycle.serving import Predictor
 
 
 @task(task_run_name="predict@{task_name}")
 def predict(task_name: str, input_dir: Path, out: Path, model: str | None, params: Path) -> BatchResult:
-    cfg = load_params(params)
+    cfg = load_params(params, only=[task_name])
     serve = cfg.task(task_name).serve
     predictor = Predictor.from_store(production_or(task_name, model), serve.device)
     return predict_folder(predictor, input_dir, out, cfg.serving.batch_size, progress=False)
 
 
 @flow(name="batch_predict", log_prints=True)
-def batch_predict(task: str, input_dir: str, out: str | None = None, model: str | None = None,
-                  params: str = "params.yaml") -> dict:  # fmt: skip
+def batch_predict(
+    task: str, input_dir: str, out: str | None = None, model: str | None = None, params: str = "params.yaml"
+) -> dict:
     """Predict every file under `input_dir`; `out` defaults to reports/<task>/batch/<UTC time>.jsonl."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     target = Path(out) if out else Path("reports") / task / "batch" / f"{stamp}.jsonl"
     result = predict(task, Path(input_dir), target, model, Path(params))
     failures = "\n".join(f"| `{f['input']}` | {f['error']} |" for f in result.failed)

@@ -11,25 +11,33 @@ from typing import Any
 
 from flows.monitoring import monitor, retrain_deployment
 from flows.training import lifecycle
-from lifecycle.config import load_params
+from lifecycle.params import load_params
 
 
 def deployments(root: Path) -> list[Any]:
     """The RunnerDeployments of every task: served by `prefect.serve` here, or applied to a server."""
-    params = load_params(root / "params.yaml")
+    params = load_params(root / "params.yaml", only=[])
     cron = params.monitoring
     found = []
     for name in params.tasks:
-        found.append(lifecycle.to_deployment(
-            name=retrain_deployment(name), cron=cron.retrain_cron, tags=["lifecycle", name],
-            parameters={"task": name, "root": str(root), "reason": "scheduled retraining", "record_versions": True},
-            description=f"{name}: the whole lifecycle; records data and model versions (dvc push, dvc.lock commit)",
-        ))  # fmt: skip
-        found.append(monitor.to_deployment(
-            name=f"monitor-{name}", cron=cron.monitor_cron, tags=["lifecycle", name],
-            parameters={"task": name, "root": str(root)},
-            description=f"{name}: drift report of the served model; drift starts {retrain_deployment(name)}",
-        ))  # fmt: skip
+        found.append(
+            lifecycle.to_deployment(
+                name=retrain_deployment(name),
+                cron=cron.retrain_cron,
+                tags=["lifecycle", name],
+                parameters={"task": name, "root": str(root), "reason": "scheduled retraining", "record_versions": True},
+                description=f"{name}: the whole lifecycle; records data and model versions (dvc push, dvc.lock commit)",
+            )
+        )
+        found.append(
+            monitor.to_deployment(
+                name=f"monitor-{name}",
+                cron=cron.monitor_cron,
+                tags=["lifecycle", name],
+                parameters={"task": name, "root": str(root)},
+                description=f"{name}: drift report of the served model; drift starts {retrain_deployment(name)}",
+            )
+        )
     return found
 
 
@@ -41,8 +49,11 @@ def main() -> None:
     from lifecycle.runtime import configure_environment
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work-pool", help="register the deployments with this work pool of the Prefect server at "
-                                            "PREFECT_API_URL instead of serving them from this process")  # fmt: skip
+    parser.add_argument(
+        "--work-pool",
+        help="register the deployments with this work pool of the Prefect server at "
+        "PREFECT_API_URL instead of serving them from this process",
+    )
     args = parser.parse_args()
     configure_environment()
     found = deployments(Path.cwd().resolve())

@@ -12,8 +12,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
-from lifecycle.config import load_params
 from lifecycle.monitoring import markdown, monitor_task
+from lifecycle.params import load_params
 
 RETRAIN_FLOW = "lifecycle"
 
@@ -34,15 +34,21 @@ def monitor(task: str = "classify", root: str = ".") -> dict:
     decision = check_drift(task, root)
     create_markdown_artifact(key=f"{task}-drift", markdown=markdown(decision), description=f"{task}: drift decision")
     print(f"{task}: {decision['status']}: {decision['reason']}")
-    if decision["drift"] and load_params(Path(root) / "params.yaml").monitoring.retrain_on_drift:
+    if decision["drift"] and load_params(Path(root) / "params.yaml", only=[]).monitoring.retrain_on_drift:
         reason = f"drift detected by monitor: {decision['reason']}"
         try:
-            run = run_deployment(f"{RETRAIN_FLOW}/{retrain_deployment(task)}", timeout=0,
-                                 parameters={"task": task, "root": root, "reason": reason, "record_versions": True})  # fmt: skip
+            run = run_deployment(
+                f"{RETRAIN_FLOW}/{retrain_deployment(task)}",
+                timeout=0,
+                parameters={"task": task, "root": root, "reason": reason, "record_versions": True},
+            )
         except ObjectNotFound:
-            get_run_logger().error("drift, but no deployment %s/%s to start: run `make schedule` (or register the "
-                                   "deployments with `python -m flows.deployments --work-pool ...`)",
-                                   RETRAIN_FLOW, retrain_deployment(task))  # fmt: skip
+            get_run_logger().error(
+                "drift, but no deployment %s/%s to start: run `make schedule` (or register the "
+                "deployments with `python -m flows.deployments --work-pool ...`)",
+                RETRAIN_FLOW,
+                retrain_deployment(task),
+            )
             raise
         get_run_logger().info("started %s (flow run %s): %s", retrain_deployment(task), run.name, reason)
         decision["retrain_flow_run"] = str(run.id)

@@ -13,24 +13,25 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from lifecycle.paths import TaskPaths
+from lifecycle.pipeline import STAGE_NAMES, dvc_stage_name
 from lifecycle.reporting import run_summary, summary_markdown
 
-STAGES = ("collect", "validate", "split", "tune", "train", "evaluate", "promote")
 RETRIES = {"collect": 2}  # reading user folders can fail transiently; the other stages are deterministic
 
 
-@task(task_run_name="{stage}@{task_name}")
+@task(task_run_name="{stage}-{task_name}")
 def repro_stage(stage: str, task_name: str, root: str) -> None:
-    """`dvc repro --single-item STAGE@TASK`: DVC skips the stage when nothing it depends on changed."""
+    """`dvc repro --single-item STAGE-TASK`: DVC skips the stage when nothing it depends on changed."""
     logger = get_run_logger()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", f"{stage}@{task_name}"]
+    name = dvc_stage_name(stage, task_name)
+    cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", name]
     proc = subprocess.run(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in proc.stdout.splitlines():
         logger.info(line)
     if proc.returncode != 0:
         tail = "\n".join(proc.stdout.splitlines()[-30:])
-        raise RuntimeError(f"dvc repro {stage}@{task_name} failed (exit {proc.returncode}):\n{tail}")
+        raise RuntimeError(f"dvc repro {name} failed (exit {proc.returncode}):\n{tail}")
 
 
 @task(task_run_name="record@{task_name}")
@@ -38,42 +39,46 @@ def record(task_name: str, root: str, reason: str) -> str:
     """Push data and model versions to the DVC remote and commit dvc.lock naming this run and its reason."""
     from prefect.runtime import flow_run
 
-    from lifecycle.config import load_params
+    from lifecycle.params import load_params
     from lifecycle.recording import record_run
 
-    cfg = load_params(Path(root) / "params.yaml").monitoring
+    cfg = load_params(Path(root) / "params.yaml", only=[]).monitoring
     recorded = record_run(Path(root), task_name, flow_run.name or "local", reason, cfg.push, cfg.commit_lock)
     return recorded.commit or "dvc.lock unchanged"
 
 
 @flow(name="lifecycle", log_prints=True)
-def lifecycle(task: str = "classify", root: str = ".", reason: str = "manual run", record_versions: bool = False) -> dict:
+def lifecycle(
+    task: str = "classify", root: str = ".", reason: str = "manual run", record_versions: bool = False
+) -> dict:
     """Collect, validate, split, tune, train, evaluate and promote one task; returns the run summary. Scheduled and
     drift-triggered runs (the retrain-<task> deployment) set `record_versions`: see lifecycle.recording."""
     root = str(Path(root).resolve())
     print(f"{task}: {reason}")
-    for stage in STAGES:
+    for stage in STAGE_NAMES:
         repro_stage.with_options(retries=RETRIES.get(stage, 0), retry_delay_seconds=5)(stage, task, root)
     summary = run_summary(TaskPaths(Path(root), task))
     summary["reason"] = reason
     if record_versions:
         summary["recorded"] = record(task, root, reason)
-    create_markdown_artifact(key=f"{task}-metrics", markdown=summary_markdown(summary),
-                             description=f"{task}: test metrics and reports")  # fmt: skip
+    create_markdown_artifact(
+        key=f"{task}-metrics", markdown=summary_markdown(summary), description=f"{task}: test metrics and reports"
+    )
     decision = Path(summary["reports"]["promotion_decision"])
     if decision.exists():
-        create_markdown_artifact(key=f"{task}-promotion", markdown=decision.read_text(),
-                                 description=f"{task}: promotion decision and why")  # fmt: skip
+        create_markdown_artifact(
+            key=f"{task}-promotion", markdown=decision.read_text(), description=f"{task}: promotion decision and why"
+        )
     return summary
 
 
 def main() -> None:
-    from lifecycle.config import load_params
+    from lifecycle.params import load_params
 
     parser = argparse.ArgumentParser(description="Run the lifecycle flow for every task in params.yaml")
     parser.add_argument("--task", action="append", help="run only this task (repeatable)")
     args = parser.parse_args()
-    for name in args.task or load_params("params.yaml").tasks:
+    for name in args.task or load_params("params.yaml", only=[]).tasks:
         print(summary_markdown(lifecycle(task=name)))
 
 

@@ -22,6 +22,7 @@ import yaml
 if TYPE_CHECKING:
     from lifecycle.paths import TaskPaths
     from lifecycle.registry import StoredModel
+    from lifecycle.tasks import Task
 
 REPO = Path(__file__).resolve().parents[1]
 _STATE = Path(tempfile.mkdtemp(prefix="lifecycle-tests-"))
@@ -32,14 +33,18 @@ def pytest_configure(config: pytest.Config) -> None:
     from lifecycle.runtime import PREFECT_STARTUP, TELEMETRY_OFF
 
     os.environ.update({**TELEMETRY_OFF, **PREFECT_STARTUP})
-    os.environ.update({
-        "PREFECT_HOME": str(_STATE / "prefect"),
-        "BENTOML_HOME": str(_STATE / "bentoml"),
-        "DVC_SITE_CACHE_DIR": str(_STATE / "dvc-site"),
-        "MPLCONFIGDIR": str(_STATE / "matplotlib"),
-        "GIT_AUTHOR_NAME": "lifecycle tests", "GIT_AUTHOR_EMAIL": "tests@lifecycle.local",
-        "GIT_COMMITTER_NAME": "lifecycle tests", "GIT_COMMITTER_EMAIL": "tests@lifecycle.local",
-    })  # fmt: skip
+    os.environ.update(
+        {
+            "PREFECT_HOME": str(_STATE / "prefect"),
+            "BENTOML_HOME": str(_STATE / "bentoml"),
+            "DVC_SITE_CACHE_DIR": str(_STATE / "dvc-site"),
+            "MPLCONFIGDIR": str(_STATE / "matplotlib"),
+            "GIT_AUTHOR_NAME": "lifecycle tests",
+            "GIT_AUTHOR_EMAIL": "tests@lifecycle.local",
+            "GIT_COMMITTER_NAME": "lifecycle tests",
+            "GIT_COMMITTER_EMAIL": "tests@lifecycle.local",
+        }
+    )
     bin_dir = str(Path(sys.executable).parent)
     if bin_dir not in os.environ["PATH"].split(os.pathsep):
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ["PATH"]
@@ -54,12 +59,17 @@ TINY_CLASSIFY: dict[str, Any] = {
     "validate": {"min_samples": 50, "min_class_share": 0.05, "max_quarantine_share": 0.2},
     "split": {"train": 0.6, "val": 0.2, "test": 0.2},
     "model": {"width": 4},
-    "train": {"epochs": 2, "batch_size": 32, "lr": 0.01, "progress": False,
-              "augment": [{"name": "RandomAffine", "args": {"degrees": 10}}]},
+    "train": {
+        "epochs": 2,
+        "batch_size": 32,
+        "lr": 0.01,
+        "progress": False,
+        "augment": [{"name": "RandomAffine", "args": {"degrees": 10}}],
+    },
     "tune": {"enabled": False},  # DVC needs every section a stage lists; tests of tuning switch it on
     "evaluate": {"batch_size": 64},
     "promote": {"min_delta": 0.0, "serving_check_samples": 16},
-}  # fmt: skip
+}
 
 
 TINY_DETECT: dict[str, Any] = {
@@ -67,12 +77,17 @@ TINY_DETECT: dict[str, Any] = {
     "validate": {"min_samples": 20, "min_class_share": 0.02, "max_quarantine_share": 0.2},
     "split": {"train": 0.6, "val": 0.2, "test": 0.2},
     "model": {"input_size": 64, "width": 8, "score_threshold": 0.001},  # an untrained model still answers
-    "train": {"epochs": 2, "batch_size": 8, "lr": 0.01, "progress": False,
-              "augment": [{"name": "RandomAffine", "args": {"degrees": 0, "translate": [0.1, 0.1]}}]},
+    "train": {
+        "epochs": 2,
+        "batch_size": 8,
+        "lr": 0.01,
+        "progress": False,
+        "augment": [{"name": "RandomAffine", "args": {"degrees": 0, "translate": [0.1, 0.1]}}],
+    },
     "tune": {"enabled": False},
     "evaluate": {"batch_size": 32},
     "promote": {"min_delta": 0.0, "serving_check_samples": 8},
-}  # fmt: skip
+}
 
 
 TINY_OCR: dict[str, Any] = {
@@ -80,26 +95,39 @@ TINY_OCR: dict[str, Any] = {
     "validate": {"min_samples": 20, "max_quarantine_share": 0.2},
     "split": {"train": 0.6, "val": 0.2, "test": 0.2},
     "model": {"width": 4, "hidden": 16, "max_width": 256},
-    "train": {"epochs": 2, "batch_size": 8, "lr": 0.01, "progress": False,
-              "augment": [{"name": "GaussianBlur", "args": {"kernel_size": 3, "sigma": [0.1, 1.0]}}]},
+    "train": {
+        "epochs": 2,
+        "batch_size": 8,
+        "lr": 0.01,
+        "progress": False,
+        "augment": [{"name": "GaussianBlur", "args": {"kernel_size": 3, "sigma": [0.1, 1.0]}}],
+    },
     "tune": {"enabled": False},
     "evaluate": {"batch_size": 32},
     "promote": {"min_delta": 0.0, "serving_check_samples": 8},
-}  # fmt: skip
+}
 
 
 TINY_ASR: dict[str, Any] = {
-    "collect": {"utterances": 80, "max_words": 3, "workers": 2,
-                "voices": {"train": ["en-us+m1", "en+f1", "en-029+m7"], "val": ["en-us+m3"], "test": ["en-us+f1"]}},
+    "collect": {
+        "utterances": 80,
+        "max_words": 3,
+        "workers": 2,
+        "voices": {"train": ["en-us+m1", "en+f1", "en-029+m7"], "val": ["en-us+m3"], "test": ["en-us+f1"]},
+    },
     "validate": {"min_samples": 20, "min_class_share": 0.0, "max_quarantine_share": 0.2},
     "split": {"train": 0.6, "val": 0.2, "test": 0.2},
-    "model": {"n_mels": 16, "width": 4, "hidden": 16,
-              "streaming": {"above_seconds": 5, "chunk_seconds": 1, "context_seconds": 0.5, "max_seconds": 20}},
+    "model": {
+        "n_mels": 16,
+        "width": 4,
+        "hidden": 16,
+        "streaming": {"above_seconds": 5, "chunk_seconds": 1, "context_seconds": 0.5, "max_seconds": 20},
+    },
     "train": {"epochs": 2, "batch_size": 8, "lr": 0.01, "progress": False},
     "tune": {"enabled": False},
     "evaluate": {"batch_size": 32},
     "promote": {"min_delta": 0.0, "serving_check_samples": 8},
-}  # fmt: skip
+}
 
 
 @pytest.fixture
@@ -107,11 +135,11 @@ def tiny_params() -> dict[str, Any]:
     return {"tasks": ["classify"], "classify": copy.deepcopy(TINY_CLASSIFY)}
 
 
-def make_task(params: dict[str, Any], name: str = "classify"):
-    from lifecycle.config import parse_params
-    from lifecycle.tasks import get_task
+def make_task(params: dict[str, Any], name: str = "classify") -> Task:
+    from lifecycle.params import parse_params
+    from lifecycle.tasks import build_task
 
-    return get_task(name)(parse_params(params).task(name))
+    return build_task(name, parse_params(params, only=[name]).task(name))
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -129,7 +157,7 @@ def project(tmp_path: Path, tiny_params: dict[str, Any]) -> Path:
 
 def make_project(root: Path, tiny_params: dict[str, Any]) -> Path:
     root.mkdir()
-    for item in ("dvc.yaml", "src", "flows", ".dvcignore", ".gitignore"):
+    for item in ("src", "flows", ".dvcignore", ".gitignore"):
         source = REPO / item
         if source.is_dir():
             shutil.copytree(source, root / item, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
@@ -139,6 +167,7 @@ def make_project(root: Path, tiny_params: dict[str, Any]) -> Path:
         (root / "data" / "incoming" / task).mkdir(parents=True)
         (root / "data" / "incoming" / task / ".gitkeep").touch()
     (root / "params.yaml").write_text(yaml.safe_dump(tiny_params, sort_keys=False))
+    run([sys.executable, "-m", "lifecycle.cli", "dvc-yaml"], root)  # the stages of these params' tasks
     run(["git", "init", "-q"], root)
     run([sys.executable, "-m", "dvc", "init", "-q"], root)
     run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], root)
@@ -151,8 +180,8 @@ def make_project(root: Path, tiny_params: dict[str, Any]) -> Path:
 def prepared(tmp_path: Path, tiny_params: dict[str, Any]):
     """Tiny data collected and split in a temp root, ready for training."""
     from lifecycle.paths import TaskPaths
-    from lifecycle.stages.collect import collect
-    from lifecycle.stages.split import split
+    from lifecycle.stages.collect import run as collect
+    from lifecycle.stages.split import run as split
 
     paths = TaskPaths(tmp_path, "classify")
     collect(make_task(tiny_params), paths)
@@ -190,18 +219,28 @@ def promoted_all(tmp_path_factory) -> dict[str, tuple[TaskPaths, dict, StoredMod
 
     from lifecycle import registry
     from lifecycle.paths import TaskPaths
-    from lifecycle.stages.collect import collect
+    from lifecycle.stages.collect import run as collect
     from lifecycle.stages.evaluate import evaluate
     from lifecycle.stages.promote import promote
-    from lifecycle.stages.split import split
+    from lifecycle.stages.split import run as split
     from lifecycle.stages.train import train
 
     root = tmp_path_factory.mktemp("promoted")
-    params = {"tasks": ["classify", "detect", "ocr", "asr"], "classify": copy.deepcopy(TINY_CLASSIFY),
-              "detect": copy.deepcopy(TINY_DETECT), "ocr": copy.deepcopy(TINY_OCR), "asr": copy.deepcopy(TINY_ASR),
-              "serving": {"log_dir": str(root / "logs" / "requests")},
-              "monitoring": {"min_rows": 20, "push": False, "capture_inputs": True, "capture_rate": 1.0,
-                             "capture_dir": str(root / "data" / "captured")}}  # fmt: skip
+    params = {
+        "tasks": ["classify", "detect", "ocr", "asr"],
+        "classify": copy.deepcopy(TINY_CLASSIFY),
+        "detect": copy.deepcopy(TINY_DETECT),
+        "ocr": copy.deepcopy(TINY_OCR),
+        "asr": copy.deepcopy(TINY_ASR),
+        "serving": {"log_dir": str(root / "logs" / "requests")},
+        "monitoring": {
+            "min_rows": 20,
+            "push": False,
+            "capture_inputs": True,
+            "capture_rate": 1.0,
+            "capture_dir": str(root / "data" / "captured"),
+        },
+    }
     params["classify"]["train"].update(epochs=4, batch_size=16)
     for name in params["tasks"]:
         params[name]["serve"] = {"max_batch_size": 16, "max_latency_ms": 10000}
@@ -257,10 +296,20 @@ def server(promoted):
     port = free_port()
     log = (paths.root / "server.log").open("w")
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "bentoml"), "serve", "lifecycle.service:Lifecycle",
-         "--host", "127.0.0.1", "--port", str(port)],
-        cwd=paths.root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+        [
+            str(Path(sys.executable).parent / "bentoml"),
+            "serve",
+            "lifecycle.service:Lifecycle",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=paths.root,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -269,8 +318,14 @@ def server(promoted):
                 raise AssertionError(f"bentoml serve did not start:\n{(paths.root / 'server.log').read_text()[-4000:]}")
             time.sleep(0.5)
         offline = {r["sample_id"]: r["prediction"] for r in read_jsonl(paths.reports("evaluate") / "predictions.jsonl")}
-        yield Server(url, paths, stored, Path(params["serving"]["log_dir"]) / "classify", offline,
-                     rows_of_split(paths.split_manifest, "test"))  # fmt: skip
+        yield Server(
+            url,
+            paths,
+            stored,
+            Path(params["serving"]["log_dir"]) / "classify",
+            offline,
+            rows_of_split(paths.split_manifest, "test"),
+        )
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

@@ -41,8 +41,24 @@ def test_predict_command_writes_one_row_per_input_with_reasons_for_the_unreadabl
     paths, _, stored = promoted
     folder, names = inbox
     out = tmp_path / "predictions.jsonl"
-    proc = run([sys.executable, "-m", "lifecycle.cli", "predict", str(folder), "--task", "classify", "--out", str(out),
-                "--model", stored.tag, "--batch-size", "3"], paths.root)  # fmt: skip
+    proc = run(
+        [
+            sys.executable,
+            "-m",
+            "lifecycle.cli",
+            "predict",
+            str(folder),
+            "--task",
+            "classify",
+            "--out",
+            str(out),
+            "--model",
+            stored.tag,
+            "--batch-size",
+            "3",
+        ],
+        paths.root,
+    )
     rows = {row["input"]: row for row in read_jsonl(out)}
     assert set(rows) == {*names, "notes.txt", "more/cut.png", "empty.jpg"}
     expected = offline(paths)
@@ -58,18 +74,47 @@ def test_predict_command_csv_and_errors(promoted, inbox, tmp_path):
     paths, _, _ = promoted
     folder, names = inbox
     out = tmp_path / "predictions.csv"
-    run([sys.executable, "-m", "lifecycle.cli", "predict", str(folder), "--task", "classify", "--out", str(out)], paths.root)
+    run(
+        [sys.executable, "-m", "lifecycle.cli", "predict", str(folder), "--task", "classify", "--out", str(out)],
+        paths.root,
+    )
     with out.open() as f:
         rows = {row["input"]: row for row in csv.DictReader(f)}
     assert len(rows) == len(names) + 3
     assert json.loads(rows["digit-0.png"]["top_k"])[0]["label"] == rows["digit-0.png"]["label"]
     assert rows["notes.txt"]["label"] == "" and rows["notes.txt"]["error"]
 
-    bad = run([sys.executable, "-m", "lifecycle.cli", "predict", str(tmp_path / "nowhere"), "--task", "classify",
-               "--out", str(tmp_path / "x.jsonl")], paths.root, check=False)  # fmt: skip
+    bad = run(
+        [
+            sys.executable,
+            "-m",
+            "lifecycle.cli",
+            "predict",
+            str(tmp_path / "nowhere"),
+            "--task",
+            "classify",
+            "--out",
+            str(tmp_path / "x.jsonl"),
+        ],
+        paths.root,
+        check=False,
+    )
     assert bad.returncode == 2 and "no such input folder" in bad.stdout
-    wrong = run([sys.executable, "-m", "lifecycle.cli", "predict", str(folder), "--task", "classify",
-                 "--out", str(tmp_path / "x.parquet")], paths.root, check=False)  # fmt: skip
+    wrong = run(
+        [
+            sys.executable,
+            "-m",
+            "lifecycle.cli",
+            "predict",
+            str(folder),
+            "--task",
+            "classify",
+            "--out",
+            str(tmp_path / "x.parquet"),
+        ],
+        paths.root,
+        check=False,
+    )
     assert wrong.returncode == 2 and "must end in .jsonl or .csv" in wrong.stdout
     assert not (tmp_path / "x.parquet").exists()
 

@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lifecycle.config import ConfigError, load_params, parse_params
+from lifecycle.config import ConfigError
+from lifecycle.params import load_params, parse_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -19,8 +20,11 @@ def test_repository_params_are_valid():
     [
         (lambda p: p["classify"]["train"].update(lr=-1), "classify.train.lr: Input should be greater than 0"),
         (lambda p: p["classify"]["train"].update(learning_rate=0.1), "classify.train.learning_rate: Extra inputs"),
-        (lambda p: p.update(classfy={}), "classfy: Extra inputs are not permitted"),
-        (lambda p: p["classify"]["split"].update(train=0.9), "classify.split: Value error, train + val + test must be 1"),
+        (lambda p: p.update(classfy={}), "classfy: not a registered task or a known section"),
+        (
+            lambda p: p["classify"]["split"].update(train=0.9),
+            "classify.split: Value error, train + val + test must be 1",
+        ),
         (lambda p: p["classify"]["train"].update(precision="fp8"), "classify.train.precision: Input should be"),
         (lambda p: p["classify"]["validate"].update(min_class_share=2), "classify.validate.min_class_share"),
         (lambda p: p.update(tasks=["classify", "segment"]), "tasks: Value error, unknown task(s) ['segment']"),
@@ -66,7 +70,8 @@ def test_defaults_fill_missing_sections():
 
 
 def test_overrides_replace_values_at_key_paths_and_revalidate(tiny_params):
-    from lifecycle.config import ConfigError, parse_params, with_overrides
+    from lifecycle.config import ConfigError, with_overrides
+    from lifecycle.params import parse_params
 
     section = parse_params(tiny_params).task("classify")
     tuned = with_overrides(section, {"train.lr": 0.003, "train.augment.0.args.degrees": 3, "model.width": 8})
@@ -74,3 +79,39 @@ def test_overrides_replace_values_at_key_paths_and_revalidate(tiny_params):
     assert section.train.lr == 0.01, "the original section is untouched"
     with pytest.raises(ConfigError, match=r"train.lr: Input should be greater than 0"):
         with_overrides(section, {"train.lr": -1})
+
+
+def test_only_the_asked_sections_are_validated(tiny_params):
+    """`lifecycle split --task classify` validates classify's section, not another task's."""
+    tiny_params["tasks"] = ["classify", "asr"]
+    tiny_params["asr"] = {"collect": {"voices": {"train": ["xx-no-such+m1"], "val": ["en+m1"], "test": ["en+f1"]}}}
+    params = parse_params(tiny_params, only=["classify"])
+    assert params.task("classify").train.epochs == 2
+    with pytest.raises(ConfigError, match="asr.collect"):
+        params.task("asr")
+    with pytest.raises(ConfigError, match="asr.collect"):
+        parse_params(tiny_params)
+
+
+def test_params_are_read_as_yaml_1_2(tmp_path):
+    """As DVC writes params.yaml for `dvc exp run -S`: bare yes/no/on/off are words, not booleans."""
+    path = tmp_path / "params.yaml"
+    path.write_text("tasks: [asr]\nasr:\n  collect:\n    embedded: false\n    vocabulary: [yes, no, on, off, go]\n")
+    params = load_params(path)
+    assert params.task("asr").collect.vocabulary == ["yes", "no", "on", "off", "go"]
+
+
+def test_label_on_a_task_without_labeling_says_so_before_any_work(tmp_path, capsys, monkeypatch):
+    import dataclasses
+
+    import lifecycle.tasks as registry
+    from lifecycle.cli import main
+    from lifecycle.tasks.classify import SPEC, parts
+    from lifecycle.tasks.parts import TaskSpec
+
+    toy = TaskSpec("toy", "toy", SPEC.goal, SPEC.schemas, lambda cfg: dataclasses.replace(parts(cfg), labeling=None))
+    monkeypatch.setitem(registry._REGISTRY, "toy", toy)
+    assert registry.capabilities()["toy"] == []
+    code = main(["label", "--task", "toy", "--root", str(tmp_path), "--params", str(tmp_path / "no-params.yaml")])
+    assert code == 2 and "toy has no Label Studio interface" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir()), "nothing was read or written"

@@ -29,22 +29,31 @@ def test_label_studio_round_trip_lands_reviewed_samples_and_rejects_malformed_ex
     for item in tasks:
         pre = item["predictions"][0]
         assert pre["model_version"] == stored.tag and pre["score"] < 0.9
-        assert item["data"]["image"].startswith("data:image/png;base64,") and (captured / item["data"]["capture"]).exists()
+        assert (
+            item["data"]["image"].startswith("data:image/png;base64,") and (captured / item["data"]["capture"]).exists()
+        )
     assert '<Choices name="label" toName="image"' in (exports[-1].parent / "label_config.xml").read_text()
 
     # a reviewer accepts the first pre-annotation and corrects the others to "3"; Label Studio exports them
     reviewed = []
     for i, item in enumerate(tasks):
-        result = item["predictions"][0]["result"] if i == 0 else [
-            {"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": ["3"]}}]
-        reviewed.append({"id": 100 + i, "data": item["data"], "annotations": [{"result": result, "was_cancelled": False}]})
+        result = (
+            item["predictions"][0]["result"]
+            if i == 0
+            else [{"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": ["3"]}}]
+        )
+        reviewed.append(
+            {"id": 100 + i, "data": item["data"], "annotations": [{"result": result, "was_cancelled": False}]}
+        )
     incoming = paths.incoming
     keep = incoming / "7" / "already-here.png"
     keep.parent.mkdir(parents=True, exist_ok=True)
     keep.write_bytes((captured / tasks[0]["data"]["capture"]).read_bytes())
 
-    broken = [*reviewed[:2], {**reviewed[2], "annotations": [{"result": [
-        {"type": "choices", "value": {"choices": ["banana"]}}]}]}]  # fmt: skip
+    broken = [
+        *reviewed[:2],
+        {**reviewed[2], "annotations": [{"result": [{"type": "choices", "value": {"choices": ["banana"]}}]}]},
+    ]
     (tmp_path / "broken.json").write_text(json.dumps(broken))
     refused = label(paths, "--import", str(tmp_path / "broken.json"), check=False)
     assert refused.returncode == 2 and "item 2 (task id 102)" in refused.stdout and "'banana'" in refused.stdout

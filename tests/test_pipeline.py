@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from conftest import TINY_CLASSIFY, TINY_DETECT, import_flow, make_project, run
+from lifecycle.pipeline import STAGE_NAMES
 
 pytestmark = pytest.mark.slow
-STAGES = ("collect", "validate", "split", "tune", "train", "evaluate", "promote")
 
 
 def dvc(project, *args):
@@ -27,9 +27,19 @@ def test_flow_then_dvc_repro_run_every_stage_once_then_only_what_changed(tmp_pat
     what dvc.lock records: repro runs detect's stages only, a second repro nothing, a params change what it touches."""
     from prefect.artifacts import Artifact
 
-    params = {"tasks": ["classify", "detect"], "classify": copy.deepcopy(TINY_CLASSIFY), "detect": copy.deepcopy(TINY_DETECT)}
-    params["detect"]["tune"] = {"enabled": True, "trials": 2, "parallel": 1, "epochs": 1, "sampler_startup_trials": 2,
-                                "space": {"train.lr": {"low": 0.005, "high": 0.02, "log": True}}}  # fmt: skip
+    params = {
+        "tasks": ["classify", "detect"],
+        "classify": copy.deepcopy(TINY_CLASSIFY),
+        "detect": copy.deepcopy(TINY_DETECT),
+    }
+    params["detect"]["tune"] = {
+        "enabled": True,
+        "trials": 2,
+        "parallel": 1,
+        "epochs": 1,
+        "sampler_startup_trials": 2,
+        "space": {"train.lr": {"low": 0.005, "high": 0.02, "log": True}},
+    }
     project = make_project(tmp_path / "project", params)
     remote = project.parent / "dvc-remote"
     dvc(project, "remote", "add", "-d", "local", str(remote))
@@ -48,13 +58,13 @@ def test_flow_then_dvc_repro_run_every_stage_once_then_only_what_changed(tmp_pat
     assert summary["test"]["test_samples"] > 0
     assert 0 <= summary["test"]["accuracy"] <= 1
     lock = yaml.safe_load((project / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {f"{s}@classify" for s in STAGES}
+    assert set(lock["stages"]) == {f"{s}-classify" for s in STAGE_NAMES}
     assert artifact is not None and "test accuracy" in artifact.data and "Last promotion decision:" in artifact.data
     assert summary["promotion"]["summary"] and decision.data.startswith("# classify: ")
     shown = dvc(project, "metrics", "show", "--json").stdout
     assert '"accuracy"' in shown
 
-    assert ran_stages(dvc(project, "repro").stdout) == sorted(f"{s}@detect" for s in STAGES)
+    assert ran_stages(dvc(project, "repro").stdout) == sorted(f"{s}-detect" for s in STAGE_NAMES)
     metrics = json.loads((project / "reports/detect/evaluate/metrics.json").read_text())
     assert metrics["primary_metric"] == "map_50" and 0 <= metrics["map_50"] <= 1 and 0 <= metrics["mean_iou"] <= 1
     assert (project / "reports/detect/evaluate/figures/test_scenes.png").stat().st_size > 0
@@ -66,7 +76,12 @@ def test_flow_then_dvc_repro_run_every_stage_once_then_only_what_changed(tmp_pat
     assert ran_stages(dvc(project, "repro").stdout) == [], "a second repro is a no-op"
     params["classify"]["train"]["lr"] = 0.02
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    expected = ["evaluate@classify", "promote@classify", "train@classify", "tune@classify"]  # tune searches around train
+    expected = [
+        "evaluate-classify",
+        "promote-classify",
+        "train-classify",
+        "tune-classify",
+    ]  # tune searches around train
     assert ran_stages(dvc(project, "repro").stdout) == expected
 
 
@@ -78,3 +93,37 @@ def test_bad_params_stop_before_any_work(project):
     assert proc.returncode == 2
     assert "classify.train.epochs: Input should be greater than or equal to 1" in proc.stdout
     assert not (project / "data" / "raw").exists()
+
+
+def test_dvc_experiments_run_on_the_real_params_file(tmp_path):
+    """`dvc exp run -S` rewrites params.yaml as YAML 1.2 (quotes around "yes", "no", "on", "off" dropped); the
+    project reads it the same way, so an experiment over the real params.yaml (made tiny) runs and is listed."""
+    from ruamel.yaml import YAML
+
+    from conftest import REPO, TINY_ASR, TINY_CLASSIFY, TINY_DETECT, TINY_OCR
+    from lifecycle.params import load_params
+
+    yaml_rt = YAML()  # round trip: the real file's quoting and comments are kept
+    yaml_rt.preserve_quotes = True
+    params = yaml_rt.load((REPO / "params.yaml").read_text())
+    for name, tiny in (("classify", TINY_CLASSIFY), ("detect", TINY_DETECT), ("ocr", TINY_OCR), ("asr", TINY_ASR)):
+        for section, values in tiny.items():
+            params[name][section].update(copy.deepcopy(values))
+    project = make_project(tmp_path / "project", json.loads(json.dumps(params)))
+    with (project / "params.yaml").open("w") as f:
+        yaml_rt.dump(params, f)
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "the real params, tiny"], project)
+    assert '"yes"' in (project / "params.yaml").read_text(), "the vocabulary is quoted before DVC rewrites it"
+
+    dvc(project, "exp", "run", "-S", "classify.train.epochs=1", "promote-classify")
+    rewritten = (project / "params.yaml").read_text()
+    assert '"yes"' not in rewritten, "DVC wrote YAML 1.2, without the quotes"
+    assert True in yaml.safe_load(rewritten)["asr"]["collect"]["vocabulary"], "which YAML 1.1 would read as booleans"
+    assert "yes" in load_params(project / "params.yaml").task("asr").collect.vocabulary
+    shown = json.loads(dvc(project, "exp", "show", "--json").stdout)
+    experiments = [e for commit in shown for e in (commit.get("experiments") or [])]
+    assert experiments, f"dvc exp show lists no experiment: {shown}"
+    data = experiments[0]["revs"][0]["data"]
+    assert data["params"]["params.yaml"]["data"]["classify"]["train"]["epochs"] == 1
+    assert 0 <= data["metrics"]["reports/classify/evaluate/metrics.json"]["data"]["accuracy"] <= 1

@@ -28,6 +28,7 @@ def batch_histogram(url: str) -> tuple[float, float]:
     """(batches, inputs) the classify model service has run, from its Prometheus adaptive-batch-size histogram,
     once two reads half a second apart agree: requests of earlier tests that a slow machine still has in flight
     (a client that timed out does not cancel its request) must not count in a test's window."""
+
     def read() -> tuple[float, float]:
         text = httpx.get(f"{url}/metrics", timeout=10).text
         totals = {}
@@ -52,11 +53,16 @@ def log_lines(server: Server) -> list[dict]:
 def test_answers_match_offline_predictions(server):
     with httpx.Client(timeout=30) as client:
         for row in server.rows[:12]:
-            response = server.classify(client, server.image(row), headers={"X-Request-ID": f"test-{row['sample_id'][:8]}"})
+            response = server.classify(
+                client, server.image(row), headers={"X-Request-ID": f"test-{row['sample_id'][:8]}"}
+            )
             assert response.status_code == 200, response.text
             answer = response.json()
             assert answer.pop("model") == server.stored.tag
-            assert _same(answer, server.offline[row["sample_id"]], TOLERANCE), (answer, server.offline[row["sample_id"]])
+            assert _same(answer, server.offline[row["sample_id"]], TOLERANCE), (
+                answer,
+                server.offline[row["sample_id"]],
+            )
             assert response.headers["X-Request-ID"] == f"test-{row['sample_id'][:8]}"
             assert len(answer["top_k"]) == 3 and answer["top_k"][0]["label"] == answer["label"]
 
@@ -91,17 +97,26 @@ def test_every_bad_input_gets_a_4xx_json_error_and_the_server_keeps_answering(se
         "truncated image": (dict(files={"image": ("cut.png", good[: len(good) // 2], "image/png")}), 400, "truncated"),
         "empty file": (dict(files={"image": ("empty.png", b"", "image/png")}), 400, "empty file"),
         "empty body": (dict(), 415, "multipart/form-data"),
-        "empty multipart body": (dict(content=b"", headers={"Content-Type": "multipart/form-data; boundary=x"}), 400,
-                                 "multipart"),
+        "empty multipart body": (
+            dict(content=b"", headers={"Content-Type": "multipart/form-data; boundary=x"}),
+            400,
+            "multipart",
+        ),
         "missing field": (dict(files={"picture": ("digit.png", good, "image/png")}), 400, "'image' is missing"),
         "field is not a file": (dict(data={"image": "http://example.com/digit.png"}), 415, "multipart/form-data"),
-        "text field in multipart": (dict(files={"other": ("a.png", good, "image/png")}, data={"image": "x"}), 400,
-                                    "'image' is not a file"),
+        "text field in multipart": (
+            dict(files={"other": ("a.png", good, "image/png")}, data={"image": "x"}),
+            400,
+            "'image' is not a file",
+        ),
         "wrong content type": (dict(json={"image": "aGVsbG8="}), 415, "multipart/form-data"),
         "over 10 MB": (dict(files={"image": ("big.png", good + b"\0" * (10 * 2**20), "image/png")}), 413, "10 MB"),
-        "over 4096x4096 pixels": (dict(files={"image": ("wide.png", _png(np.zeros((8, 4097), np.uint8)), "image/png")}),
-                                  413, "4097x8 pixels"),
-    }  # fmt: skip
+        "over 4096x4096 pixels": (
+            dict(files={"image": ("wide.png", _png(np.zeros((8, 4097), np.uint8)), "image/png")}),
+            413,
+            "4097x8 pixels",
+        ),
+    }
     with httpx.Client(timeout=60) as client:
         for name, (kwargs, status, message) in cases.items():
             response = client.post(url, **kwargs)
@@ -123,7 +138,7 @@ def test_cmyk_16_bit_and_alpha_images_are_converted_not_rejected(server):
             response = server.classify(client, data, name=f"{name}.img")
             assert response.status_code == 200, (name, response.text)
             answer = {k: v for k, v in response.json().items() if k != "model"}
-            expected = local.predict([local.task.decode(data)])[0]
+            expected = local.predict([local.task.codec.decode(data)])[0]
             assert _same(answer, expected, TOLERANCE), name
             if name in lossless:
                 assert _same(answer, server.offline[row["sample_id"]], TOLERANCE), f"{name} decodes to the same pixels"
@@ -160,8 +175,11 @@ def test_detect_answers_match_offline_with_the_mask_on_request(server, promoted_
     offline = {r["sample_id"]: r["prediction"] for r in read_jsonl(paths.reports("evaluate") / "predictions.jsonl")}
     rows = rows_of_split(paths.split_manifest, "test")[:6]
     with httpx.Client(timeout=30) as client:
-        post = lambda row, query="": client.post(f"{server.url}/detect{query}",  # noqa: E731
-                                                 files={"image": ("scene.png", (paths.raw / row["path"]).read_bytes())})
+
+        def post(row: dict, query: str = "") -> httpx.Response:
+            image = ("scene.png", (paths.raw / row["path"]).read_bytes())
+            return client.post(f"{server.url}/detect{query}", files={"image": image})
+
         answered_objects = 0
         for row in rows:
             expected = offline[row["sample_id"]]
@@ -224,14 +242,14 @@ def test_transcribe_answers_match_offline_and_long_audio_streams_up_to_the_bound
         inputs = assert_text_answers_match_offline(post, promoted_all["asr"])
 
         predictor = Predictor.from_store(stored, "cpu")
-        clips = [predictor.task.decode(data)[0].numpy() for data in inputs]
+        clips = [predictor.task.codec.decode(data)[0].numpy() for data in inputs]
         recording = np.concatenate(clips)
         assert streaming["above_seconds"] < len(recording) / 16_000 < streaming["max_seconds"]
         buf = io.BytesIO()
         sf.write(buf, recording, 16_000, format="WAV", subtype="FLOAT")
         long = post(buf.getvalue())
         assert long.status_code == 200, long.text
-        expected = predictor.predict([predictor.task.decode(buf.getvalue())])[0]
+        expected = predictor.predict([predictor.task.codec.decode(buf.getvalue())])[0]
         assert long.json()["text"] == expected["text"]
         assert abs(long.json()["confidence"] - expected["confidence"]) <= TOLERANCE
         too_long = np.zeros(int(16_000 * (streaming["max_seconds"] + 1)), np.int16)
@@ -239,8 +257,11 @@ def test_transcribe_answers_match_offline_and_long_audio_streams_up_to_the_bound
         sf.write(buf, too_long, 16_000, format="WAV", subtype="PCM_16")
         refused = post(buf.getvalue())
         assert refused.status_code == 413 and f"{streaming['max_seconds']:g} s" in refused.json()["error"], refused.text
-        for data, status, message in [(b"", 400, "empty"), (b"just some text", 415, "not audio"),
-                                      (inputs[0][:44], 400, "no samples")]:  # fmt: skip
+        for data, status, message in [
+            (b"", 400, "empty"),
+            (b"just some text", 415, "not audio"),
+            (inputs[0][:44], 400, "no samples"),
+        ]:
             answer = post(data)
             assert answer.status_code == status and message in answer.json()["error"], answer.text
 
@@ -250,8 +271,11 @@ def test_bentoml_build_packages_the_service_and_the_production_model(server, pro
 
     for name in ("bentofile.yaml", "requirements.lock"):
         (server.paths.root / name).write_bytes((REPO / name).read_bytes())
-    shutil.copytree(REPO / "src" / "lifecycle", server.paths.root / "src" / "lifecycle",
-                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    shutil.copytree(
+        REPO / "src" / "lifecycle",
+        server.paths.root / "src" / "lifecycle",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
     bentoml = str(Path(sys.executable).parent / "bentoml")
     out = run([bentoml, "build", "--output", "tag"], server.paths.root).stdout
     tag = re.search(r"__tag__:(\S+)", out).group(1)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lifecycle.tasks.base import InvalidInput
+from lifecycle.samples import InvalidInput
 
 SAMPLE_RATE = 16_000  # every clip is converted to this rate, mono, when decoded
 SILENCE_DBFS = -50.0  # a clip whose loudest 20 ms stays below this level is silence
@@ -32,8 +32,12 @@ def audio_info(data: bytes) -> dict[str, Any]:
         raise InvalidInput(f"not audio: not a format libsndfile reads (send WAV): {reason}", 415) from None
     if info.samplerate <= 0 or info.channels <= 0:
         raise InvalidInput(f"unreadable audio header: {info.samplerate} Hz, {info.channels} channels")
-    return {"sample_rate": int(info.samplerate), "channels": int(info.channels), "frames": int(info.frames),
-            "duration": info.frames / info.samplerate}  # fmt: skip
+    return {
+        "sample_rate": int(info.samplerate),
+        "channels": int(info.channels),
+        "frames": int(info.frames),
+        "duration": info.frames / info.samplerate,
+    }
 
 
 def decode_audio(data: bytes, max_seconds: float) -> torch.Tensor:

@@ -14,8 +14,8 @@ from typing import Any
 
 from lifecycle import registry
 from lifecycle.atomic import write_text
+from lifecycle.samples import InvalidInput
 from lifecycle.serving import Answer, Predictor
-from lifecycle.tasks.base import InvalidInput
 
 OUTPUT_FORMATS = (".jsonl", ".csv")
 
@@ -42,14 +42,19 @@ def input_files(folder: Path) -> list[Path]:
     """Every non-hidden file under `folder`, in a stable order."""
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such input folder")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in
-                                                                            p.relative_to(folder).parts))  # fmt: skip
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
     if not files:
         raise FileNotFoundError(f"{folder}: no input files")
     return files
 
 
-def predict_folder(predictor: Predictor, folder: Path, out: Path, batch_size: int, progress: bool = True) -> BatchResult:
+def predict_folder(
+    predictor: Predictor, folder: Path, out: Path, batch_size: int, progress: bool = True
+) -> BatchResult:
     if out.suffix not in OUTPUT_FORMATS:
         raise ValueError(f"{out}: the output must end in {' or '.join(OUTPUT_FORMATS)}")
     from tqdm import tqdm
@@ -74,14 +79,14 @@ def predict_folder(predictor: Predictor, folder: Path, out: Path, batch_size: in
 def answer_files(predictor: Predictor, files: Sequence[Path], batch_size: int) -> Iterator[tuple[Path, Answer | str]]:
     """Each file with its answer, or the reason it cannot be read, in order: decoded and prepared by the task and
     answered `batch_size` at a time by `Predictor.infer`, as the service does."""
-    task = predictor.task
+    codec = predictor.task.codec
     for start in range(0, len(files), batch_size):
         chunk = files[start : start + batch_size]
         outcomes: list[Answer | str] = []
         prepared, slots = [], []
         for path in chunk:
             try:
-                prepared.append(task.prepare(task.decode(path.read_bytes())))
+                prepared.append(codec.prepare(codec.decode(path.read_bytes())))
                 slots.append(len(outcomes))
                 outcomes.append("")  # replaced by the answer below
             except (InvalidInput, OSError) as e:
@@ -104,4 +109,3 @@ def _render(rows: list[dict[str, Any]], suffix: str) -> str:
 
 def _cell(value: Any) -> Any:
     return json.dumps(value) if isinstance(value, (dict, list)) else value
-

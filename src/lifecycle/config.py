@@ -3,13 +3,10 @@ with a message naming the key path and what was expected."""
 
 from __future__ import annotations
 
-from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
-import yaml
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator,
-                      model_validator)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class ConfigError(ValueError):
@@ -133,7 +130,9 @@ class SearchDimension(Strict):
 
     @property
     def is_int(self) -> bool:
-        return all(isinstance(v, int) for v in (self.low, self.high)) and (self.step is None or isinstance(self.step, int))
+        return all(isinstance(v, int) for v in (self.low, self.high)) and (
+            self.step is None or isinstance(self.step, int)
+        )
 
     def candidates(self) -> list[Any]:
         """Values that must all give a valid config: the choices, or both ends of the range."""
@@ -145,8 +144,12 @@ class SearchDimension(Strict):
         if self.choices is not None:
             return CategoricalDistribution(self.choices)
         if self.is_int:
-            return IntDistribution(int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
-        return FloatDistribution(float(self.low), float(self.high), log=self.log, step=self.step)
+            return IntDistribution(
+                int(cast(int, self.low)), int(cast(int, self.high)), log=self.log, step=int(self.step or 1)
+            )
+        return FloatDistribution(
+            float(cast(float, self.low)), float(cast(float, self.high)), log=self.log, step=self.step
+        )
 
 
 class TuneConfig(Strict):
@@ -191,8 +194,12 @@ class ServeConfig(Strict):
     max_batch_size: int = Field(32, ge=1, description="most requests merged into one model call (1: no batching)")
     max_latency_ms: int = Field(1000, ge=1, description="a request waiting longer than this is refused (503)")
     device: str = device_field()
-    embedding_dims: int = Field(8, ge=1, description="size of the input embedding logged for drift monitoring; "
-                                "fixed when the model is trained (its drift reference uses it)")
+    embedding_dims: int = Field(
+        8,
+        ge=1,
+        description="size of the input embedding logged for drift monitoring; "
+        "fixed when the model is trained (its drift reference uses it)",
+    )
 
 
 class ServingConfig(Strict):
@@ -217,12 +224,19 @@ class MonitoringConfig(Strict):
     """Drift monitoring over the request log, the schedules, and what a drift-triggered retraining records."""
 
     min_rows: int = Field(200, ge=1, description="fewer logged requests: 'not enough data', never drift")
-    last_n: int | None = Field(None, ge=1, description="compare the last N requests instead of those since the last report")
+    last_n: int | None = Field(
+        None, ge=1, description="compare the last N requests instead of those since the last report"
+    )
     max_rows: int = Field(20_000, ge=100, description="larger windows (and references) are sampled to this many rows")
-    num_method: str | None = Field(None, description="Evidently stat test for numeric columns (null: Evidently picks "
-                                   "by size: K-S up to 1,000 reference rows, else Wasserstein)")
+    num_method: str | None = Field(
+        None,
+        description="Evidently stat test for numeric columns (null: Evidently picks "
+        "by size: K-S up to 1,000 reference rows, else Wasserstein)",
+    )
     num_threshold: float | None = Field(None, gt=0, description="null: the chosen test's default")
-    cat_method: str | None = Field(None, description="Evidently stat test for categorical columns (null: Evidently picks)")
+    cat_method: str | None = Field(
+        None, description="Evidently stat test for categorical columns (null: Evidently picks)"
+    )
     cat_threshold: float | None = Field(None, gt=0)
     drift_share: DriftThresholds = Field(default_factory=DriftThresholds)
     retrain_on_drift: bool = Field(True, description="drift starts the retrain-<task> deployment")
@@ -234,29 +248,6 @@ class MonitoringConfig(Strict):
     capture_rate: float = Field(0.1, gt=0, le=1, description="share of answered requests whose input is kept")
     capture_dir: Path = Field(Path("data/captured"), description="captured inputs, <capture_dir>/<task>/")
     label_below: float = Field(0.9, gt=0, le=1, description="captured inputs below this confidence go to review")
-
-
-@cache
-def task_schema(task: str) -> type[BaseModel]:
-    """The schema of one task's section: its own collect and model settings plus the generic stages."""
-    from lifecycle.tasks import get_task
-
-    cls = get_task(task)
-    collect, model, validate = cls.CollectConfig, cls.ModelConfig, cls.ValidateConfig or ValidateConfig
-    return create_model(
-        f"{task.capitalize()}Params",
-        __base__=Strict,
-        collect=(collect, Field(default_factory=collect)),
-        validation=(validate, Field(default_factory=validate, alias="validate")),
-        split=(SplitConfig, Field(default_factory=SplitConfig)),
-        model=(model, Field(default_factory=model)),
-        train=(TrainConfig, Field(default_factory=TrainConfig)),
-        tune=(TuneConfig, Field(default_factory=TuneConfig)),
-        evaluate=(EvaluateConfig, Field(default_factory=EvaluateConfig)),
-        promote=(PromoteConfig, Field(default_factory=PromoteConfig)),
-        serve=(ServeConfig, Field(default_factory=ServeConfig)),
-        __validators__={"_space_keys": model_validator(mode="after")(_check_search_space)},
-    )
 
 
 TUNABLE_SECTIONS = ("model", "train")
@@ -303,10 +294,7 @@ def load_overrides(path: Path) -> dict[str, Any]:
     """The `overrides` mapping of a tuned-values file (see the tune stage); empty when the file is absent."""
     if not path.exists():
         return {}
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    data = read_yaml(path) or {}
     overrides = data.get("overrides", {}) if isinstance(data, dict) else None
     if not isinstance(overrides, dict):
         raise ConfigError(f"{path}: 'overrides' must be a mapping of key path -> value")
@@ -320,9 +308,9 @@ def _child(node: Any, part: str, key: str) -> Any:
         raise ConfigError(f"{key}: no such key in the task's config ('{part}' not found)") from None
 
 
-def _check_search_space(section: BaseModel) -> BaseModel:
+def check_search_space(section: BaseModel) -> BaseModel:
     """Every tuning dimension must name an existing model/train key, and each of its values must be valid there."""
-    for key, dim in section.tune.space.items():
+    for key, dim in cast(Any, section).tune.space.items():
         for value in dim.candidates():
             try:
                 with_overrides(section, {key: value})
@@ -331,68 +319,31 @@ def _check_search_space(section: BaseModel) -> BaseModel:
     return section
 
 
-@cache
-def params_schema() -> type[BaseModel]:
-    """The root model: `tasks` (which tasks the pipeline runs) plus one section per registered task."""
-    from lifecycle.tasks import list_tasks
-
-    sections = {name: (task_schema(name) | None, None) for name in list_tasks()}
-
-    class Root(Strict):
-        tasks: list[str] = Field(min_length=1)
-        serving: ServingConfig = Field(default_factory=ServingConfig)
-        monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
-
-        @field_validator("tasks")
-        @classmethod
-        def _registered(cls, tasks: list[str]) -> list[str]:
-            unknown = sorted(set(tasks) - set(list_tasks()))
-            if unknown:
-                raise ValueError(f"unknown task(s) {unknown}; registered: {list_tasks()}")
-            return tasks
-
-        @model_validator(mode="after")
-        def _sections_present(self) -> Root:
-            missing = [t for t in self.tasks if getattr(self, t) is None]
-            if missing:
-                raise ValueError(f"no section for task(s) {missing}: add a top-level key for each")
-            return self
-
-        def task(self, name: str) -> Any:
-            section = getattr(self, name, None)
-            if section is None:
-                raise ConfigError(f"params: no section for task '{name}'")
-            return section
-
-    return create_model("Params", __base__=Root, **sections)
-
-
 def _key_path(loc: tuple[int | str, ...]) -> str:
     parts = [f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc]
-    return "".join(parts).lstrip(".") or "(top level)"
+    return "".join(parts).lstrip(".")
 
 
-def parse_params(raw: Any, source: str = "params.yaml") -> Any:
-    """Validate an already-parsed params mapping."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+def read_yaml(path: Path) -> Any:
+    """A YAML file as DVC writes it (YAML 1.2: `yes`, `no`, `on` and `off` are strings, as `dvc exp run -S`
+    leaves them unquoted); ConfigError naming the file when it is missing or malformed."""
+    from ruamel.yaml import YAML, YAMLError
+
     try:
-        return params_schema().model_validate(raw)
-    except ValidationError as e:
-        lines = []
-        for err in e.errors():
-            got = f" (got {err['input']!r})" if err["type"] != "missing" and not isinstance(err["input"], dict) else ""
-            lines.append(f"  {_key_path(err['loc'])}: {err['msg']}{got}")
-        raise ConfigError(f"{source}: {len(lines)} invalid value(s)\n" + "\n".join(lines)) from None
-
-
-def load_params(path: Path | str = "params.yaml") -> Any:
-    """Read and validate params.yaml."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
-    except yaml.YAMLError as e:
+    try:
+        return YAML(typ="safe", pure=True).load(text)
+    except YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    return parse_params(raw, str(path))
+
+
+def validation_errors(e: ValidationError, prefix: str = "") -> list[str]:
+    """One line per error: the key path (under `prefix`, e.g. a task's name), what was wrong and the value given."""
+    lines = []
+    for err in e.errors():
+        got = f" (got {err['input']!r})" if err["type"] != "missing" and not isinstance(err["input"], dict) else ""
+        path = ".".join(p for p in (prefix, _key_path(err["loc"]) if err["loc"] else "") if p) or "(top level)"
+        lines.append(f"  {path}: {err['msg']}{got}")
+    return lines

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lifecycle.atomic import read_jsonl
-from lifecycle.tasks.base import Task
-
-SPLITS = ("train", "val", "test")
+from lifecycle.tasks.parts import Codec
 
 
 def rows_of_split(manifest: Path, split: str) -> list[dict[str, Any]]:
@@ -22,22 +20,22 @@ def rows_of_split(manifest: Path, split: str) -> list[dict[str, Any]]:
     return rows
 
 
-class ManifestDataset(Dataset):
+class ManifestDataset(Dataset[tuple[Any, Any]]):
     """Manifest rows decoded once into memory; the transform runs per item (augmentation differs each epoch)."""
 
-    def __init__(self, task: Task, rows: Sequence[dict[str, Any]], raw_dir: Path, train: bool) -> None:
+    def __init__(self, codec: Codec, rows: Sequence[dict[str, Any]], raw_dir: Path, train: bool) -> None:
         self.rows = list(rows)
-        self.inputs = [task.load_input(raw_dir / row["path"]) for row in self.rows]
-        self.targets = [task.encode_target(row["label"]) for row in self.rows]
-        self.transform = task.transform(train)
+        self.inputs = [codec.load_input(raw_dir / row["path"]) for row in self.rows]
+        self.targets = [codec.encode_target(row["label"]) for row in self.rows]
+        self.transform = codec.transform(train)
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def sizes(self, task: Task) -> list[int] | None:
-        """Each input's padded dimension (`Task.padded_size`), or None when the task's inputs do not vary."""
-        sizes = [task.padded_size(x) for x in self.inputs]
-        return None if any(s is None for s in sizes) else sizes  # type: ignore[misc]
+    def sizes(self, codec: Codec) -> list[int] | None:
+        """Each input's padded dimension (`Codec.padded_size`), or None when the task's inputs do not vary."""
+        sizes = [codec.padded_size(x) for x in self.inputs]
+        return [s for s in sizes if s is not None] if all(s is not None for s in sizes) else None
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
         return self.transform(self.inputs[index], self.targets[index])
@@ -48,7 +46,9 @@ class SimilarSizeBatches(Sampler[list[int]]):
     are shuffled, cut into pools of `pool_batches` batches, sorted by size within each pool and batched, and
     the batches are shuffled. Every sample appears once per epoch; the order comes from `generator`."""
 
-    def __init__(self, sizes: Sequence[int], batch_size: int, generator: torch.Generator, pool_batches: int = 16) -> None:
+    def __init__(
+        self, sizes: Sequence[int], batch_size: int, generator: torch.Generator, pool_batches: int = 16
+    ) -> None:
         self.sizes = list(sizes)
         self.batch_size = batch_size
         self.generator = generator
@@ -68,13 +68,22 @@ class SimilarSizeBatches(Sampler[list[int]]):
 
 
 def make_loader(
-    task: Task, dataset: ManifestDataset, batch_size: int, *, shuffle: bool, num_workers: int = 0, seed: int = 0
+    codec: Codec, dataset: ManifestDataset, batch_size: int, *, shuffle: bool, num_workers: int = 0, seed: int = 0
 ) -> DataLoader:
     """Batches of `dataset`; shuffled ones are drawn from a seeded generator (the trainer checkpoints its state)
     and, when the task's inputs vary in size, grouped by size."""
     generator = torch.Generator().manual_seed(seed) if shuffle else None
-    sizes = dataset.sizes(task) if shuffle else None
-    batching: dict[str, Any] = ({"batch_sampler": SimilarSizeBatches(sizes, batch_size, generator)} if sizes is not None
-                                else {"batch_size": batch_size, "shuffle": shuffle})  # fmt: skip
-    return DataLoader(dataset, num_workers=num_workers, collate_fn=task.collate, generator=generator,
-                      persistent_workers=num_workers > 0, **batching)  # fmt: skip
+    sizes = dataset.sizes(codec) if shuffle else None
+    batching: dict[str, Any] = (
+        {"batch_sampler": SimilarSizeBatches(sizes, batch_size, cast(torch.Generator, generator))}
+        if sizes is not None
+        else {"batch_size": batch_size, "shuffle": shuffle}
+    )
+    return DataLoader(
+        dataset,
+        num_workers=num_workers,
+        collate_fn=codec.collate,
+        generator=generator,
+        persistent_workers=num_workers > 0,
+        **batching,
+    )

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from lifecycle.tasks.base import InvalidInput
+from lifecycle.samples import InvalidInput
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
@@ -33,6 +33,12 @@ def encode_png(pixels: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def encode_png_tensor(image: torch.Tensor) -> bytes:
+    """PNG bytes of a uint8 1xHxW (grey) or 3xHxW (RGB) image tensor."""
+    pixels = image[0] if image.shape[0] == 1 else image.permute(1, 2, 0)
+    return encode_png(pixels.numpy())
+
+
 def decode_gray(data: bytes, max_side: int) -> torch.Tensor:
     """Image bytes as a uint8 1xHxW tensor: any mode converted to 8-bit grayscale (CMYK, 16-bit, palette;
     transparency composited on white). Raises InvalidInput for empty, unidentifiable, oversized or corrupt data;
@@ -51,7 +57,9 @@ def _decode(data: bytes, max_side: int, to_tensor: Callable[[Image.Image], torch
     try:
         img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise InvalidInput("not an image: the file is not in a format Pillow recognises (send PNG or JPEG)", 415) from None
+        raise InvalidInput(
+            "not an image: the file is not in a format Pillow recognises (send PNG or JPEG)", 415
+        ) from None
     except _DECODE_ERRORS as e:
         raise InvalidInput(f"unreadable image: {e}") from None
     if max(img.size) > max_side:
@@ -69,7 +77,9 @@ def gray_tensor(img: Image.Image) -> torch.Tensor:
 
 def rgb_tensor(img: Image.Image) -> torch.Tensor:
     pixels = _pixels(img, "RGB")
-    return torch.from_numpy((np.repeat(pixels[..., None], 3, axis=-1) if pixels.ndim == 2 else pixels).copy()).permute(2, 0, 1)
+    return torch.from_numpy((np.repeat(pixels[..., None], 3, axis=-1) if pixels.ndim == 2 else pixels).copy()).permute(
+        2, 0, 1
+    )
 
 
 def _pixels(img: Image.Image, mode: str) -> np.ndarray:

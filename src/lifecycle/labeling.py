@@ -12,16 +12,32 @@ import base64
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from lifecycle.atomic import write_bytes, write_json, write_text
 from lifecycle.batch import answer_files, input_files
+from lifecycle.samples import InvalidSample
 from lifecycle.serving import Answer, Predictor
-from lifecycle.tasks.base import InvalidSample, Task
+from lifecycle.tasks import Task
+from lifecycle.tasks.parts import Labeling
 
 MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".wav": "audio/wav"}
+
+
+class NoLabeling(LookupError):
+    """The task has no labeling part (no Label Studio interface)."""
+
+
+def labeling_of(task: Task) -> Labeling:
+    """The task's labeling part; NoLabeling, before any work, when it has none."""
+    if task.labeling is None:
+        raise NoLabeling(
+            f"task {task.name} has no Label Studio interface (capabilities: "
+            f"{', '.join(sorted(task.spec.capabilities)) or 'none'})"
+        )
+    return task.labeling
 
 
 @dataclass(frozen=True)
@@ -36,18 +52,19 @@ class Exported:
 def export_for_review(predictor: Predictor, captured: Path, out_dir: Path, below: float, batch_size: int) -> Exported:
     """Label Studio tasks for the captured inputs whose production prediction is less confident than `below`."""
     task = predictor.task
+    labeling = labeling_of(task)
     files = input_files(captured)
     tasks, unreadable = [], []
     for path, outcome in answer_files(predictor, files, batch_size):
         if not isinstance(outcome, Answer):
             unreadable.append(f"{path.name}: {outcome}")
-        elif (score := task.confidence(outcome.prediction) or 0.0) < below:
+        elif (score := task.outputs.confidence(outcome.prediction) or 0.0) < below:
             tasks.append(review_task(task, path, outcome.prediction, score, predictor.tag))
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     import_file = out_dir / f"{stamp}-import.json"
     write_json(import_file, tasks)
     config_file = out_dir / "label_config.xml"
-    write_text(config_file, task.label_studio_config())
+    write_text(config_file, labeling.interface())
     return Exported(import_file, config_file, len(files), len(tasks), unreadable)
 
 
@@ -57,8 +74,10 @@ def review_task(task: Task, path: Path, prediction: dict[str, Any], score: float
     data = path.read_bytes()
     uri = f"data:{MIME.get(path.suffix.lower(), 'application/octet-stream')};base64,{base64.b64encode(data).decode()}"
     return {
-        "data": {task.input_field: uri, "capture": path.name},
-        "predictions": [{"model_version": model, "score": score, "result": task.to_label_studio(prediction)}],
+        "data": {task.codec.input_field: uri, "capture": path.name},
+        "predictions": [
+            {"model_version": model, "score": score, "result": labeling_of(task).to_label_studio(prediction)}
+        ],
     }
 
 
@@ -79,10 +98,13 @@ def import_reviewed(task: Task, export_file: Path, captured: Path, incoming: Pat
         raise ValueError(f"{export_file}: not a Label Studio JSON export: {e}") from None
     if not isinstance(items, list):
         raise ValueError(f"{export_file}: a Label Studio JSON export is a list of tasks, got {type(items).__name__}")
+    labeling = labeling_of(task)
     reviewed = [_reviewed(task, item, i, captured, export_file) for i, item in enumerate(items)]
     written = []
     for sample in reviewed:
-        target = task.landing_path(incoming, sample.label, hashlib.sha256(sample.data).hexdigest()[:32] + sample.suffix)
+        target = labeling.landing_path(
+            incoming, sample.label, hashlib.sha256(sample.data).hexdigest()[:32] + sample.suffix
+        )
         if not target.exists():
             write_bytes(target, sample.data)
             written.append(target)
@@ -92,19 +114,21 @@ def import_reviewed(task: Task, export_file: Path, captured: Path, incoming: Pat
 
 
 def _reviewed(task: Task, item: Any, index: int, captured: Path, export_file: Path) -> Reviewed:
-    where = f"{export_file}: item {index}" + (f" (task id {item.get('id')})" if isinstance(item, dict) and "id" in item else "")
+    where = f"{export_file}: item {index}" + (
+        f" (task id {item.get('id')})" if isinstance(item, dict) and "id" in item else ""
+    )
     if not isinstance(item, dict) or not isinstance(item.get("data"), dict):
         raise ValueError(f"{where}: not a Label Studio task (no 'data' object)")
     annotations = [a for a in item.get("annotations") or [] if isinstance(a, dict) and not a.get("was_cancelled")]
     if not annotations:
         raise ValueError(f"{where}: no completed annotation; review it in Label Studio or remove it from the export")
     try:
-        label = task.from_label_studio(annotations[-1].get("result"))
+        label = labeling_of(task).from_label_studio(annotations[-1].get("result"))
     except (ValueError, KeyError, TypeError, IndexError) as e:
         raise ValueError(f"{where}: unreadable annotation result: {e}") from None
     data, suffix, capture = _input_of(task, item["data"], captured, where)
     try:
-        task.inspect(data, label)
+        task.source.inspect(data, label)
     except InvalidSample as e:
         raise ValueError(f"{where}: {e}") from None
     return Reviewed(data, suffix, label, capture)
@@ -115,12 +139,13 @@ def _input_of(task: Task, data: dict[str, Any], captured: Path, where: str) -> t
     if isinstance(name, str) and Path(name).name == name and (captured / name).is_file():
         path = captured / name
         return path.read_bytes(), path.suffix.lower(), path
-    uri = data.get(task.input_field)
+    field = task.codec.input_field
+    uri = data.get(field)
     if isinstance(uri, str) and uri.startswith("data:") and ";base64," in uri:
         mime, payload = uri[5:].split(";base64,", 1)
         suffix = next((s for s, m in MIME.items() if m == mime), "")
         try:
             return base64.b64decode(payload, validate=True), suffix, None
         except ValueError:
-            raise ValueError(f"{where}: data.{task.input_field} is not valid base64") from None
-    raise ValueError(f"{where}: neither a captured file 'data.capture' nor an inline 'data.{task.input_field}'")
+            raise ValueError(f"{where}: data.{field} is not valid base64") from None
+    raise ValueError(f"{where}: neither a captured file 'data.capture' nor an inline 'data.{field}'")

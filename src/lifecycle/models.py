@@ -10,8 +10,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from lifecycle.atomic import atomic_path
-from lifecycle.config import task_schema
-from lifecycle.tasks import Task, get_task
+from lifecycle.tasks import Task, build_task
 
 
 def save_model(path: Path, task: Task, state_dict: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
@@ -33,7 +32,7 @@ def _read(path: Path, device: torch.device | str, mmap: bool = False) -> dict[st
 
 
 def _task_of(payload: dict[str, Any]) -> Task:
-    return get_task(payload["task"])(task_schema(payload["task"]).model_validate(payload["config"]))
+    return build_task(payload["task"], payload["config"])
 
 
 class IncompatibleModel(ValueError):
@@ -45,12 +44,14 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[Task, nn
     payload = _read(path, device)
     try:
         task = _task_of(payload)
-        model = task.build_model()
+        model = task.network.build()
         model.load_state_dict(payload["state_dict"])
     except (ValidationError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0]
-        raise IncompatibleModel(f"{path}: trained by code whose '{payload['task']}' model differs from this code's "
-                                f"({first}); retrain it, or serve it with the code it was trained with") from e  # fmt: skip
+        raise IncompatibleModel(
+            f"{path}: trained by code whose '{payload['task']}' model differs from this code's "
+            f"({first}); retrain it, or serve it with the code it was trained with"
+        ) from e
     return task, model.to(device).eval(), payload["info"]
 
 

@@ -14,7 +14,7 @@ import json
 import random
 import re
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +25,7 @@ from lifecycle.models import load_task
 from lifecycle.paths import TaskPaths
 from lifecycle.reporting import read_json
 from lifecycle.serving import Predictor
-from lifecycle.tasks.base import Task
+from lifecycle.tasks.parts import Monitoring
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -35,11 +35,13 @@ _TIMESTAMP = re.compile(r'^\{"timestamp":"([^"]+)"')
 _MODEL = re.compile(r'"model":"([^"]+)"')
 
 
-def columns(task: Task, descriptors: dict[str, float], prediction: dict[str, Any], embedding: list[float]) -> dict:
+def columns(
+    monitoring: Monitoring, descriptors: dict[str, float], prediction: dict[str, Any], embedding: list[float]
+) -> dict[str, Any]:
     """One monitored row, its columns named by group: `input.<descriptor>`, `prediction.<column>`, `embedding.<i>`."""
     return {
         **{f"input.{k}": v for k, v in descriptors.items()},
-        **{f"prediction.{k}": v for k, v in task.monitored(prediction).items()},
+        **{f"prediction.{k}": v for k, v in monitoring.monitored(prediction).items()},
         **{f"embedding.{i}": v for i, v in enumerate(embedding)},
     }
 
@@ -52,11 +54,14 @@ def build_reference(predictor: Predictor, inputs: list[Any], batch_size: int) ->
     """The monitored rows of decoded inputs (the test split), answered by `predictor` as the service would."""
     import pandas as pd
 
-    task, rows = predictor.task, []
+    codec, monitoring, rows = predictor.task.codec, predictor.task.monitoring, []
     for start in range(0, len(inputs), batch_size):
         chunk = inputs[start : start + batch_size]
-        answers = predictor.infer([task.prepare(x) for x in chunk])
-        rows += [columns(task, task.descriptors(x), a.prediction, a.embedding) for x, a in zip(chunk, answers)]
+        answers = predictor.infer([codec.prepare(x) for x in chunk])
+        rows += [
+            columns(monitoring, monitoring.descriptors(x), a.prediction, a.embedding)
+            for x, a in zip(chunk, answers, strict=True)
+        ]
     return pd.DataFrame.from_records(rows)
 
 
@@ -70,7 +75,7 @@ def write_test_reference(predictor: Predictor, paths: TaskPaths, batch_size: int
     from lifecycle.data import rows_of_split
 
     rows = rows_of_split(paths.split_manifest, "test")
-    inputs = [predictor.task.load_input(paths.raw / row["path"]) for row in rows]
+    inputs = [predictor.task.codec.load_input(paths.raw / row["path"]) for row in rows]
     write_reference(build_reference(predictor, inputs, batch_size), target)
 
 
@@ -128,19 +133,22 @@ def read_window(log_dir: Path, task: str, model: str, since: str | None, last_n:
     if last_n:
         newest = sorted(stamped)[-last_n:]
         lines = [line for _, line in newest]
-        return Window(rng.sample(lines, max_rows) if len(lines) > max_rows else lines, len(lines),
-                      newest[-1][0] if newest else None)  # fmt: skip
+        return Window(
+            rng.sample(lines, max_rows) if len(lines) > max_rows else lines,
+            len(lines),
+            newest[-1][0] if newest else None,
+        )
     return Window(reservoir, rows, until)
 
 
-def current_frame(task: Task, lines: list[str]) -> pd.DataFrame:
+def current_frame(monitoring: Monitoring, lines: list[str]) -> pd.DataFrame:
     import pandas as pd
 
     rows = []
     for line in lines:
         try:
             record = json.loads(line)
-            rows.append(columns(task, record["descriptors"], record["prediction"], record["embedding"]))
+            rows.append(columns(monitoring, record["descriptors"], record["prediction"], record["embedding"]))
         except (json.JSONDecodeError, KeyError, TypeError):
             continue  # a line cut short by a crash mid-write
     return pd.DataFrame.from_records(rows)
@@ -148,15 +156,19 @@ def current_frame(task: Task, lines: list[str]) -> pd.DataFrame:
 
 def monitor_task(task_name: str, params_path: Path, root: Path) -> dict[str, Any]:
     """`monitor` with the project's params: the request log of `serving.log_dir`, reports in reports/drift/<task>/."""
-    from lifecycle.config import load_params
+    from lifecycle.params import load_params
 
-    params = load_params(params_path)
+    params = load_params(params_path, only=[task_name])
     stored = registry.production(task_name)
     if stored is not None and not (stored.path / REFERENCE).exists():
         # promoted before references existed: compute it now from the current test split, and keep it with the model
         section = params.task(task_name)
-        write_test_reference(Predictor.from_store(stored, section.serve.device), TaskPaths(root, task_name),
-                             section.evaluate.batch_size, stored.path / REFERENCE)  # fmt: skip
+        write_test_reference(
+            Predictor.from_store(stored, section.serve.device),
+            TaskPaths(root, task_name),
+            section.evaluate.batch_size,
+            stored.path / REFERENCE,
+        )
     log_dir = params.serving.log_dir if params.serving.log_dir.is_absolute() else root / params.serving.log_dir
     return monitor(task_name, params.monitoring, log_dir, root / "reports" / "drift" / task_name)
 
@@ -169,16 +181,28 @@ def monitor(task_name: str, cfg: MonitoringConfig, log_dir: Path, out_dir: Path)
         raise LookupError(f"no production model for task '{task_name}': nothing is served, so nothing to monitor")
     reference_file = stored.path / REFERENCE
     if not reference_file.exists():
-        raise FileNotFoundError(f"{stored.tag} was promoted without a drift reference ({reference_file}); "
-                                "promote a model evaluated by this version of the pipeline")  # fmt: skip
+        raise FileNotFoundError(
+            f"{stored.tag} was promoted without a drift reference ({reference_file}); "
+            "promote a model evaluated by this version of the pipeline"
+        )
     task = load_task(stored.model_file)
     state_file = out_dir / "state.json"
     since = None if cfg.last_n else read_json(state_file).get(stored.tag)
     window = read_window(log_dir, task_name, stored.tag, since, cfg.last_n, cfg.max_rows)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     stamp = now.strftime("%Y%m%dT%H%M%S%fZ")
-    decision = Decision(task_name, stored.tag, "not enough data", False, now.isoformat(), window.rows, 0, since,
-                        window.until, thresholds=cfg.drift_share.model_dump())  # fmt: skip
+    decision = Decision(
+        task_name,
+        stored.tag,
+        "not enough data",
+        False,
+        now.isoformat(),
+        window.rows,
+        0,
+        since,
+        window.until,
+        thresholds=cfg.drift_share.model_dump(),
+    )
     if window.rows < cfg.min_rows:
         decision.reason = f"{window.rows} logged requests since {since or 'the start'}; at least {cfg.min_rows} needed"
         write_json(out_dir / f"{stamp}.decision.json", asdict(decision))
@@ -189,7 +213,7 @@ def monitor(task_name: str, cfg: MonitoringConfig, log_dir: Path, out_dir: Path)
     reference = pd.read_parquet(reference_file)
     if len(reference) > cfg.max_rows:
         reference = reference.sample(cfg.max_rows, random_state=0)
-    current = current_frame(task, window.sample)
+    current = current_frame(task.monitoring, window.sample)
     decision.compared = len(current)
     scores = drift_scores(reference, current, cfg, out_dir / f"{stamp}.html", out_dir / f"{stamp}.json")
     decide(decision, scores, cfg)
@@ -199,8 +223,9 @@ def monitor(task_name: str, cfg: MonitoringConfig, log_dir: Path, out_dir: Path)
     return asdict(decision)
 
 
-def drift_scores(reference: pd.DataFrame, current: pd.DataFrame, cfg: MonitoringConfig, html: Path,
-                 json_path: Path) -> dict[str, dict[str, Any]]:  # fmt: skip
+def drift_scores(
+    reference: pd.DataFrame, current: pd.DataFrame, cfg: MonitoringConfig, html: Path, json_path: Path
+) -> dict[str, dict[str, Any]]:
     """Evidently's per-column drift tests over the columns both frames have; saves the report as HTML and JSON."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
@@ -209,11 +234,15 @@ def drift_scores(reference: pd.DataFrame, current: pd.DataFrame, cfg: Monitoring
     categorical = [c for c in shared if reference[c].dtype == object]
     numerical = [c for c in shared if c not in categorical]
     definition = DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
-    preset = DataDriftPreset(columns=shared, num_method=cfg.num_method, num_threshold=cfg.num_threshold,
-                             cat_method=cfg.cat_method, cat_threshold=cfg.cat_threshold)  # fmt: skip
-    from evidently.legacy.calculations.stattests.registry import StatTestNotFoundError
-
+    preset = DataDriftPreset(
+        columns=shared,
+        num_method=cfg.num_method,
+        num_threshold=cfg.num_threshold,
+        cat_method=cfg.cat_method,
+        cat_threshold=cfg.cat_threshold,
+    )
     import numpy as np
+    from evidently.legacy.calculations.stattests.registry import StatTestNotFoundError
 
     try:
         with np.errstate(divide="ignore", invalid="ignore"):  # constant columns (e.g. a fixed image size) divide by 0
@@ -261,13 +290,20 @@ def decide(decision: Decision, scores: dict[str, dict[str, Any]], cfg: Monitorin
 
 def markdown(decision: dict[str, Any]) -> str:
     """The decision for people: the Prefect artifact and the report index."""
-    lines = [f"# {decision['task']}: {decision['status'].upper()}", "", decision["reason"], "",
-             f"Model `{decision['model']}`, {decision['rows']} logged requests from {decision['since'] or 'the start'} "
-             f"to {decision['until'] or '-'}; {decision['compared']} compared with the reference."]  # fmt: skip
+    lines = [
+        f"# {decision['task']}: {decision['status'].upper()}",
+        "",
+        decision["reason"],
+        "",
+        f"Model `{decision['model']}`, {decision['rows']} logged requests from {decision['since'] or 'the start'} "
+        f"to {decision['until'] or '-'}; {decision['compared']} compared with the reference.",
+    ]
     if decision["scores"]:
         lines += ["", "| column | test | score | drifted |", "|---|---|---|---|"]
-        lines += [f"| {c} | {s.get('method')} | {s['score']:.4g} | {'yes' if s.get('drifted') else ''} |"
-                  for c, s in decision["scores"].items()]  # fmt: skip
+        lines += [
+            f"| {c} | {s.get('method')} | {s['score']:.4g} | {'yes' if s.get('drifted') else ''} |"
+            for c, s in decision["scores"].items()
+        ]
     if decision.get("report_html"):
         lines += ["", f"Report: `{decision['report_html']}`"]
     return "\n".join(lines) + "\n"

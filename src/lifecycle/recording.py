@@ -27,8 +27,10 @@ def record_run(root: Path, task: str, run_name: str, reason: str, push: bool, co
     if push:
         remotes = _run([sys.executable, "-m", "dvc", "remote", "list"], root)
         if not remotes.stdout.strip():
-            raise RuntimeError(f"{root}: no DVC remote to push to; add one (`dvc remote add -d local /path/to/dir`, "
-                               "or an s3:// URL) or set monitoring.push: false")  # fmt: skip
+            raise RuntimeError(
+                f"{root}: no DVC remote to push to; add one (`dvc remote add -d local /path/to/dir`, "
+                "or an s3:// URL) or set monitoring.push: false"
+            )
         pushed = _run([sys.executable, "-m", "dvc", "push"], root)
         if pushed.returncode != 0:
             raise RuntimeError(f"dvc push failed:\n{pushed.stdout[-2000:]}")

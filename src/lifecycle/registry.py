@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +44,9 @@ class StoredModel:
 
 
 def _stored(model: Any) -> StoredModel:
-    return StoredModel(str(model.tag), Path(model.path), dict(model.info.labels), dict(model.info.metadata),
-                       model.info.creation_time)  # fmt: skip
+    return StoredModel(
+        str(model.tag), Path(model.path), dict(model.info.labels), dict(model.info.metadata), model.info.creation_time
+    )
 
 
 def versions(task: str) -> list[StoredModel]:
@@ -98,7 +99,7 @@ def make_production(task: str, tag: str) -> StoredModel | None:
     previous = production(task)
     if previous is not None and previous.tag != tag:
         set_labels(previous.tag, **{STAGE: "archived"})
-    set_labels(tag, **{STAGE: "production", PROMOTED_AT: datetime.now(timezone.utc).isoformat()})
+    set_labels(tag, **{STAGE: "production", PROMOTED_AT: datetime.now(UTC).isoformat()})
     return previous
 
 
@@ -113,5 +114,5 @@ def rollback(task: str) -> tuple[StoredModel, StoredModel]:
         raise LookupError(f"no archived model for task '{task}' to roll back to (only {current.tag} was ever promoted)")
     previous = max(archived, key=lambda m: m.labels.get(PROMOTED_AT, ""))
     set_labels(current.tag, **{STAGE: "rolled_back"})
-    set_labels(previous.tag, **{STAGE: "production", PROMOTED_AT: datetime.now(timezone.utc).isoformat()})
+    set_labels(previous.tag, **{STAGE: "production", PROMOTED_AT: datetime.now(UTC).isoformat()})
     return get(previous.tag), get(current.tag)

@@ -26,8 +26,9 @@ class RequestLog:
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            handler: logging.Handler = RotatingFileHandler(self.path, maxBytes=max_bytes, backupCount=backups,
-                                                           encoding="utf-8")  # fmt: skip
+            handler: logging.Handler = RotatingFileHandler(
+                self.path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+            )
         except OSError:  # the service still answers; monitoring has no data until this is fixed
             logger.exception("cannot open the request log %s: requests will not be logged", self.path)
             handler = logging.NullHandler()

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from pydantic import AfterValidator, Field
 from torch import nn
 
+
 def _halvable(height: int) -> int:
     if height % 16:
         raise ValueError(f"must be a multiple of 16 (the encoder halves the height four times), got {height}")
@@ -50,13 +51,14 @@ class SequenceEncoder(nn.Module):
     def __init__(self, height: int, width: int = 24, hidden: int = 96) -> None:
         super().__init__()
         w = width
-        self.blocks = nn.ModuleList([ConvBlock(1, w, stride=2), ConvBlock(w, 2 * w), ConvBlock(2 * w, 4 * w),
-                                     ConvBlock(4 * w, 4 * w)])  # fmt: skip
+        self.blocks = nn.ModuleList(
+            [ConvBlock(1, w, stride=2), ConvBlock(w, 2 * w), ConvBlock(2 * w, 4 * w), ConvBlock(4 * w, 4 * w)]
+        )
         self.pools = (None, (2, 2), (2, 1), (2, 1))  # after each block
         self.forward_rnn = nn.LSTM(4 * w * (height // 16), hidden, batch_first=True)
         self.backward_rnn = nn.LSTM(4 * w * (height // 16), hidden, batch_first=True)
         self.features = 2 * hidden
-        self.to(memory_format=torch.channels_last)  # what oneDNN's CPU convolutions prefer
+        self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing from torch's stubs; what oneDNN's CPU convolutions prefer
 
     def forward(self, images: torch.Tensor, widths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B x T x features frames, B frame counts)."""
@@ -101,7 +103,9 @@ class CTCRecognizer(nn.Module):
         self.encoder = SequenceEncoder(height, width, hidden)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.encoder.features, num_chars + 1))
 
-    def forward(self, images: torch.Tensor, widths: torch.Tensor, targets: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, images: torch.Tensor, widths: torch.Tensor, targets: list[torch.Tensor] | None = None
+    ) -> dict[str, torch.Tensor]:
         frames, lengths = self.encoder(images, widths)
         return sequence_outputs(self.head(frames), lengths, masked_mean(frames, lengths))
 
@@ -130,8 +134,10 @@ def greedy_ctc(outputs: dict[str, torch.Tensor]) -> list[tuple[list[int], float]
 def best_paths(outputs: dict[str, torch.Tensor]) -> list[tuple[list[int], float]]:
     """Each input's most probable output per valid step, and the product of those probabilities."""
     best, index = outputs["logits"].float().softmax(-1).max(-1)
-    return [(index[i, :n].tolist(), float(best[i, :n].log().sum().exp()) if n else 0.0)
-            for i, n in enumerate(outputs["lengths"].tolist())]  # fmt: skip
+    return [
+        (index[i, :n].tolist(), float(best[i, :n].log().sum().exp()) if n else 0.0)
+        for i, n in enumerate(outputs["lengths"].tolist())
+    ]
 
 
 def ctc_loss(outputs: dict[str, torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
@@ -159,6 +165,8 @@ def text_metrics() -> type:
         from one decoding of each batch."""
 
         full_state_update = False
+        exact: torch.Tensor  # states, set by add_state
+        inputs: torch.Tensor
 
         def __init__(self, task: Reader) -> None:
             super().__init__()
@@ -176,8 +184,11 @@ def text_metrics() -> type:
             self.inputs += len(truth)
 
         def compute(self) -> dict[str, torch.Tensor]:
-            return {"cer": self.cer.compute(), "wer": self.wer.compute(),
-                    "exact_match": self.exact.float() / self.inputs.clamp(min=1)}  # fmt: skip
+            return {
+                "cer": self.cer.compute(),
+                "wer": self.wer.compute(),
+                "exact_match": self.exact.float() / self.inputs.clamp(min=1),
+            }
 
         def reset(self) -> None:
             super().reset()
@@ -185,6 +196,3 @@ def text_metrics() -> type:
             self.wer.reset()
 
     return TextMetrics
-
-
-MONO_PT = 9  # the pictures' text size; DejaVu Sans Mono advances 0.602 em per character

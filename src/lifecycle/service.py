@@ -8,6 +8,9 @@ evaluation transform), asks the task's model service, answers, and logs the requ
 a Starlette app rather than `@bentoml.api` methods so that every bad input gets a 4xx JSON answer of our making
 (BentoML's own multipart parsing would also fetch URLs given in place of files). BentoML adds /healthz, /livez,
 /readyz and Prometheus /metrics. params.yaml is read from the working directory, or from $LIFECYCLE_PARAMS.
+
+Importing this module builds nothing: `Lifecycle` is built on first access (PEP 562), which is when `bentoml
+serve lifecycle.service:Lifecycle` asks for it.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import re
 import time
 import uuid
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +36,13 @@ from starlette.routing import Route
 
 from lifecycle import registry
 from lifecycle.atomic import write_bytes
-from lifecycle.config import ServeConfig, ServingConfig, load_params
+from lifecycle.config import ServeConfig, ServingConfig
 from lifecycle.models import load_task
+from lifecycle.params import Params, load_params
 from lifecycle.requestlog import RequestLog
+from lifecycle.samples import InvalidInput
 from lifecycle.serving import Answer, Predictor
 from lifecycle.tasks import Task, get_task
-from lifecycle.tasks.base import InvalidInput
 
 logger = logging.getLogger(__name__)
 
@@ -73,17 +77,20 @@ def model_service(task_name: str, stored: registry.StoredModel, cfg: ServeConfig
         api = bentoml.api()
     attrs = {"stored_model": bentoml.models.BentoModel(stored.tag), "__init__": __init__, "predict": api(predict)}
     cls = type(f"{task_name.capitalize()}Model", (), attrs)
-    return bentoml.service(name=f"lifecycle-{task_name}-model", workers=1, traffic={"timeout": 60},
-                           logging={"access": {"enabled": False}})(cls)  # the public service logs each request
+    return bentoml.service(
+        name=f"lifecycle-{task_name}-model", workers=1, traffic={"timeout": 60}, logging={"access": {"enabled": False}}
+    )(cls)  # the public service logs each request
 
 
-def served_models(params: Any) -> dict[str, registry.StoredModel]:
+def served_models(params: Params) -> dict[str, registry.StoredModel]:
     """The production model of every task in params.yaml; tasks without one are left out with a warning."""
     found = {}
     for name in params.tasks:
         stored = registry.production(name)
         if stored is None:
-            logger.warning("task %s has no production model in the store; /%s is not served", name, get_task(name).endpoint)
+            logger.warning(
+                "task %s has no production model in the store; /%s is not served", name, get_task(name).endpoint
+            )
         else:
             found[name] = stored
     if not found:
@@ -98,8 +105,9 @@ def build_service(params_path: Path) -> Any:
     """The public service: one route per served task, each task's model service as a dependency."""
     params = load_params(params_path)
     stored = served_models(params)
-    dependencies = {f"{name}_model": bentoml.depends(model_service(name, s, params.task(name).serve))
-                    for name, s in stored.items()}  # fmt: skip
+    dependencies = {
+        f"{name}_model": bentoml.depends(model_service(name, s, params.task(name).serve)) for name, s in stored.items()
+    }
     routes = [Route(f"/{get_task(name).endpoint}", _route(name), methods=["POST"]) for name in stored]
     app = Starlette(routes=routes)
 
@@ -111,11 +119,16 @@ def build_service(params_path: Path) -> Any:
         self.monitoring = params.monitoring
         self.sampler = random.Random()
         self.endpoints = {
-            name: Endpoint(load_task(s.model_file), s.tag, f"{name}_model",
-                           RequestLog(params.serving.log_dir, name, int(params.serving.log_max_mb * 2**20),
-                                      params.serving.log_backups))
+            name: Endpoint(
+                load_task(s.model_file),
+                s.tag,
+                f"{name}_model",
+                RequestLog(
+                    params.serving.log_dir, name, int(params.serving.log_max_mb * 2**20), params.serving.log_backups
+                ),
+            )
             for name, s in stored.items()
-        }  # fmt: skip
+        }
 
     cls = type("Lifecycle", (), {**dependencies, "__init__": __init__})
     return bentoml.service(name="lifecycle", workers=1, traffic={"timeout": 60})(bentoml.asgi_app(app)(cls))
@@ -135,19 +148,20 @@ async def respond(service: Any, endpoint: Endpoint, request: Request) -> JSONRes
     request_id = _request_id(request)
     headers = {"X-Request-ID": request_id}
     try:
-        data, filename = await read_upload(request, endpoint.task.input_field, service.serving)
+        data, filename = await read_upload(request, endpoint.task.codec.input_field, service.serving)
         raw, prepared = await run_in_threadpool(decode_and_prepare, endpoint.task, data)
         answer = await ask_model(getattr(service, endpoint.model_attr), prepared)
-        answered = endpoint.task.answer(answer.prediction, dict(request.query_params))
+        answered = endpoint.task.outputs.answer(answer.prediction, dict(request.query_params))
         body = {**answered, "model": endpoint.tag}
     except InvalidInput as e:
         return JSONResponse({"error": str(e)}, status_code=e.status, headers=headers)
     except bentoml.exceptions.ServiceUnavailable as e:
         return JSONResponse({"error": f"overloaded, try again: {e}"}, status_code=503, headers=headers)
     except Exception:
-        logger.exception("request %s to /%s failed", request_id, endpoint.task.endpoint)
-        return JSONResponse({"error": f"internal error (request {request_id}); see the server log"}, status_code=500,
-                            headers=headers)  # fmt: skip
+        logger.exception("request %s to /%s failed", request_id, endpoint.task.spec.endpoint)
+        return JSONResponse(
+            {"error": f"internal error (request {request_id}); see the server log"}, status_code=500, headers=headers
+        )
     latency_ms = (time.perf_counter() - started) * 1000
     await run_in_threadpool(log_request, endpoint, request_id, raw, Answer(answered, answer.embedding), latency_ms)
     capture = service.monitoring
@@ -157,8 +171,8 @@ async def respond(service: Any, endpoint: Endpoint, request: Request) -> JSONRes
 
 
 def decode_and_prepare(task: Task, data: bytes) -> tuple[Any, Any]:
-    raw = task.decode(data)
-    return raw, on_wire(task.prepare(raw))
+    raw = task.codec.decode(data)
+    return raw, on_wire(task.codec.prepare(raw))
 
 
 def on_wire(obj: Any, back: bool = False) -> Any:
@@ -192,8 +206,11 @@ async def read_upload(request: Request, field: str, limits: ServingConfig) -> tu
     max_bytes = int(limits.max_upload_mb * 2**20)
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
-        raise InvalidInput(f"send multipart/form-data with the file in the field '{field}' "
-                           f"(got Content-Type {content_type or 'none'!r})", 415)  # fmt: skip
+        raise InvalidInput(
+            f"send multipart/form-data with the file in the field '{field}' "
+            f"(got Content-Type {content_type or 'none'!r})",
+            415,
+        )
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes + MULTIPART_OVERHEAD:
         raise InvalidInput(f"request body is {int(declared)} bytes; the limit is {limits.max_upload_mb:g} MB", 413)
@@ -219,13 +236,13 @@ def log_request(endpoint: Endpoint, request_id: str, raw: Any, answer: Answer, l
     """One line for monitoring; any failure (descriptors included) is logged by RequestLog, never raised."""
     try:
         record = {
-            "timestamp": datetime.now(timezone.utc).isoformat(),
+            "timestamp": datetime.now(UTC).isoformat(),
             "request_id": request_id,
             "task": endpoint.task.name,
             "model": endpoint.tag,
-            "descriptors": endpoint.task.descriptors(raw),
+            "descriptors": endpoint.task.monitoring.descriptors(raw),
             "prediction": answer.prediction,
-            "confidence": endpoint.task.confidence(answer.prediction),
+            "confidence": endpoint.task.outputs.confidence(answer.prediction),
             "embedding": answer.embedding,
             "latency_ms": round(latency_ms, 3),
         }
@@ -249,4 +266,10 @@ def _request_id(request: Request) -> str:
     return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
 
 
-Lifecycle = build_service(Path(os.environ.get(PARAMS_ENV, "params.yaml")))
+def __getattr__(name: str) -> Any:
+    """`Lifecycle`, the public service, built when first asked for (by `bentoml serve`), not at import."""
+    if name != "Lifecycle":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    service = build_service(Path(os.environ.get(PARAMS_ENV, "params.yaml")))
+    globals()["Lifecycle"] = service
+    return service

@@ -11,10 +11,10 @@ from typing import Any
 
 import torch
 
+from lifecycle.devices import autocast, resolve_device, resolve_precision, to_device
 from lifecycle.models import load_model
 from lifecycle.registry import StoredModel
-from lifecycle.tasks.base import Task
-from lifecycle.trainer import AmpStep, resolve_device, resolve_precision, to_device
+from lifecycle.tasks import Task
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class Predictor:
         self.device = device
         self.tag = tag
         self.embedding_dims = task.cfg.serve.embedding_dims  # as trained: the model's drift reference uses it
-        self.amp = AmpStep(device, resolve_precision(task.cfg.train.precision, device))
+        self.precision = resolve_precision(task.cfg.train.precision, device)
         self._projections: dict[int, torch.Tensor] = {}
 
     @classmethod
@@ -45,16 +45,17 @@ class Predictor:
 
     @torch.no_grad()
     def infer(self, prepared: Sequence[Any]) -> list[Answer]:
-        """Answers for a batch of prepared inputs (`Task.prepare` of decoded inputs)."""
-        batch = to_device(self.task.batch_inputs(prepared), self.device)
-        with self.amp.autocast():
-            outputs, features = self.task.embed(self.model, batch)
+        """Answers for a batch of prepared inputs (`Codec.prepare` of decoded inputs)."""
+        batch = to_device(self.task.codec.batch_inputs(prepared), self.device)
+        with autocast(self.device, self.precision):
+            outputs, features = self.task.network.forward(self.model, batch)
         embeddings = self._project(features.float().flatten(1).cpu())
-        return [Answer(p, e) for p, e in zip(self.task.predict(outputs), embeddings.tolist())]
+        predictions = self.task.outputs.predict(outputs)
+        return [Answer(p, e) for p, e in zip(predictions, embeddings.tolist(), strict=True)]
 
     def predict(self, raw_inputs: Sequence[torch.Tensor]) -> list[dict[str, Any]]:
-        """Predictions for decoded inputs (as `Task.decode` returns them), one batch."""
-        return [a.prediction for a in self.infer([self.task.prepare(x) for x in raw_inputs])]
+        """Predictions for decoded inputs (as `Codec.decode` returns them), one batch."""
+        return [a.prediction for a in self.infer([self.task.codec.prepare(x) for x in raw_inputs])]
 
     def _project(self, features: torch.Tensor) -> torch.Tensor:
         """A fixed random orthonormal projection (Johnson-Lindenstrauss) to `embedding_dims`: the same matrix in

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -17,45 +17,10 @@ from tqdm.auto import tqdm
 
 from lifecycle.atomic import atomic_path
 from lifecycle.config import TrainConfig
-from lifecycle.tasks.base import Task
+from lifecycle.devices import autocast, resolve_device, resolve_precision, to_device
+from lifecycle.tasks.parts import Goal, Network, Outputs
 
 log = logging.getLogger(__name__)
-
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def resolve_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(spec)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device is '{spec}' but CUDA is not available on this machine")
-    return device
-
-
-def cpu_has_native_bf16() -> bool:
-    return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-def resolve_precision(spec: str, device: torch.device) -> str:
-    """'auto' picks bf16 where the hardware runs it natively, fp16 on CUDA without bf16, else fp32."""
-    if spec == "fp16" and device.type != "cuda":
-        raise ValueError("train.precision 'fp16' needs CUDA; use 'bf16' (autocast) or 'fp32' on CPU")
-    if spec != "auto":
-        return spec
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_has_native_bf16() else "fp32"
-
-
-def to_device(obj: Any, device: torch.device) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device, non_blocking=True)
-    if isinstance(obj, Mapping):
-        return {k: to_device(v, device) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(to_device(v, device) for v in obj)
-    return obj
 
 
 class AmpStep:
@@ -63,13 +28,12 @@ class AmpStep:
     update. The gradient scaler is only active for fp16; its state travels in the checkpoint."""
 
     def __init__(self, device: torch.device, precision: str, grad_clip: float | None = None) -> None:
-        self.device_type = device.type
-        self.dtype = AUTOCAST_DTYPES.get(precision)
+        self.device, self.precision = device, precision
         self.grad_clip = grad_clip
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
     def autocast(self) -> torch.autocast:
-        return torch.autocast(self.device_type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None)
+        return autocast(self.device, self.precision)
 
     def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, params: Iterable[nn.Parameter]) -> None:
         self.scaler.scale(loss).backward()
@@ -90,7 +54,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> Any:
     total = cfg.epochs * steps_per_epoch
     if cfg.scheduler == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total, pct_start=0.25)
@@ -135,29 +99,40 @@ def scalar_metrics(values: Mapping[str, torch.Tensor]) -> dict[str, float]:
 
 @torch.no_grad()
 def run_eval(
-    task: Task, model: nn.Module, loader: DataLoader, device: torch.device, amp: AmpStep, predict: bool = False
+    network: Network,
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    amp: AmpStep,
+    predict: Outputs | None = None,
 ) -> tuple[float, dict[str, torch.Tensor], list[dict[str, Any]]]:
-    """Mean loss and computed metrics over a loader, and with `predict` the task's post-processed predictions
-    (made batch by batch: raw outputs, a detector's class maps say, are never all held at once)."""
+    """Mean loss and computed metrics over a loader, and with `predict` the post-processed predictions (made batch
+    by batch: raw outputs, a detector's class maps say, are never all held at once)."""
     model.eval()
-    metrics = task.metrics().to(device)
+    metrics = network.metrics().to(device)
     total_loss, count, predictions = 0.0, 0, []
     for inputs, targets in loader:
         inputs, targets = to_device(inputs, device), to_device(targets, device)
         with amp.autocast():
-            outputs = task.forward(model, inputs)
-        total_loss += float(task.loss(outputs, targets)) * len(targets)
+            outputs = network.forward(model, inputs).outputs
+        total_loss += float(network.loss(outputs, targets)) * len(targets)
         count += len(targets)
         metrics.update(outputs.float() if isinstance(outputs, torch.Tensor) else outputs, targets)
-        if predict:
-            predictions += task.predict(to_device(outputs, torch.device("cpu")))
+        if predict is not None:
+            predictions += predict.predict(to_device(outputs, torch.device("cpu")))
     return total_loss / max(count, 1), metrics.compute(), predictions
 
 
 def train_one_epoch(
-    task: Task, model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, scheduler: Any,
-    amp: AmpStep, device: torch.device, progress: tqdm | None = None,
-) -> tuple[float, int]:  # fmt: skip
+    network: Network,
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    amp: AmpStep,
+    device: torch.device,
+    progress: tqdm | None = None,
+) -> tuple[float, int]:
     """One pass over the training data; returns (mean loss, samples seen)."""
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -166,8 +141,8 @@ def train_one_epoch(
     for step, (inputs, targets) in enumerate(loader):
         inputs, targets = to_device(inputs, device), to_device(targets, device)
         with amp.autocast():
-            outputs = task.forward(model, inputs)
-            loss = task.loss(outputs, targets)
+            outputs = network.forward(model, inputs).outputs
+            loss = network.loss(outputs, targets)
         amp.step(loss, optimizer, params)
         scheduler.step()
         n = len(targets)
@@ -194,14 +169,16 @@ class RunState:
 
     def snapshot(self) -> dict[str, Any]:
         return {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "scaler": self.amp.scaler.state_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.amp.scaler.state_dict(),
             "rng": {
                 "torch": torch.get_rng_state(),
                 "loader": self.generator.get_state() if self.generator is not None else None,
                 "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             },
-        }  # fmt: skip
+        }
 
     def restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -216,12 +193,20 @@ class RunState:
 
 
 class Trainer:
-    """Fits a task's model with early stopping on the task's primary validation metric, saving a resumable
+    """Fits a task's model with early stopping on the task's validation metric (its `goal`), saving a resumable
     checkpoint after every epoch. `fingerprint` identifies the run (config + data): a checkpoint from a
-    different run, or from a finished one, is never resumed."""
+    different run, or from a finished one, is never resumed. `name` labels the log lines."""
 
-    def __init__(self, task: Task, cfg: TrainConfig, checkpoint_path: Path, fingerprint: str) -> None:
-        self.task = task
+    def __init__(
+        self,
+        network: Network,
+        goal: Goal,
+        cfg: TrainConfig,
+        checkpoint_path: Path,
+        fingerprint: str,
+        name: str = "model",
+    ) -> None:
+        self.network, self.goal, self.name = network, goal, name
         self.cfg = cfg
         self.checkpoint_path = checkpoint_path
         self.fingerprint = fingerprint
@@ -235,12 +220,18 @@ class Trainer:
         val_loader: DataLoader,
         on_epoch: Callable[[EpochLog], None] | None = None,
     ) -> FitResult:
-        task, cfg, device = self.task, self.cfg, self.device
+        cfg, device = self.cfg, self.device
         model.to(device)
         optimizer = build_optimizer(model, cfg)
-        run = RunState(model, optimizer, build_scheduler(optimizer, cfg, len(train_loader)),
-                       AmpStep(device, self.precision, cfg.grad_clip), train_loader.generator, device)  # fmt: skip
-        sign = 1.0 if task.higher_is_better else -1.0
+        run = RunState(
+            model,
+            optimizer,
+            build_scheduler(optimizer, cfg, len(train_loader)),
+            AmpStep(device, self.precision, cfg.grad_clip),
+            train_loader.generator,
+            device,
+        )
+        sign = 1.0 if self.goal.higher_is_better else -1.0
         result = FitResult(-sign * float("inf"), -1, 0, False, 0, str(device), self.precision)
         bad_epochs = 0
 
@@ -252,13 +243,14 @@ class Trainer:
             result.history = [EpochLog(**h) for h in state["history"]]
             result.epochs_run = result.resumed_from_epoch = state["epoch"]
             bad_epochs = state["bad_epochs"]
-            log.info("resuming %s training from epoch %d (%s)", task.name, state["epoch"], self.checkpoint_path)
+            log.info("resuming %s training from epoch %d (%s)", self.name, state["epoch"], self.checkpoint_path)
             for entry in result.history if on_epoch is not None else []:
-                on_epoch(entry)  # the callback sees the whole run, restored epochs included
+                # the callback sees the whole run, restored epochs included
+                cast(Callable[[EpochLog], None], on_epoch)(entry)
 
         for epoch in range(result.epochs_run, cfg.epochs):
             entry = self._epoch(run, epoch, train_loader, val_loader)
-            metric = entry.val_metrics[task.primary_metric]
+            metric = entry.val_metrics[self.goal.metric]
             result.history.append(entry)
             result.epochs_run = epoch + 1
             if sign * metric > sign * result.best_metric:
@@ -269,35 +261,51 @@ class Trainer:
             result.stopped_early = bad_epochs >= cfg.patience and epoch + 1 < cfg.epochs
             if on_epoch is not None:
                 on_epoch(entry)
-            save_checkpoint(self.checkpoint_path, {
-                **run.snapshot(), "fingerprint": self.fingerprint, "epoch": epoch + 1,
-                "finished": result.stopped_early or epoch + 1 == cfg.epochs,
-                "best_metric": result.best_metric, "best_epoch": result.best_epoch,
-                "best_model": result.best_state_dict, "bad_epochs": bad_epochs,
-                "history": [asdict(h) for h in result.history],
-            })  # fmt: skip
+            save_checkpoint(
+                self.checkpoint_path,
+                {
+                    **run.snapshot(),
+                    "fingerprint": self.fingerprint,
+                    "epoch": epoch + 1,
+                    "finished": result.stopped_early or epoch + 1 == cfg.epochs,
+                    "best_metric": result.best_metric,
+                    "best_epoch": result.best_epoch,
+                    "best_model": result.best_state_dict,
+                    "bad_epochs": bad_epochs,
+                    "history": [asdict(h) for h in result.history],
+                },
+            )
             if result.stopped_early:
                 break
         return result
 
     def _epoch(self, run: RunState, epoch: int, train_loader: DataLoader, val_loader: DataLoader) -> EpochLog:
         """Train one epoch, then measure on the validation split."""
-        task, cfg = self.task, self.cfg
+        cfg, metric = self.cfg, self.goal.metric
         with tqdm(
-            total=len(train_loader), desc=f"{task.name} epoch {epoch + 1}/{cfg.epochs}", leave=False,
+            total=len(train_loader),
+            desc=f"{self.name} epoch {epoch + 1}/{cfg.epochs}",
+            leave=False,
             disable=None if cfg.progress else True,
-        ) as bar:  # fmt: skip
+        ) as bar:
             start = time.perf_counter()
-            train_loss, seen = train_one_epoch(task, run.model, train_loader, run.optimizer, run.scheduler, run.amp,
-                                               run.device, bar)  # fmt: skip
+            train_loss, seen = train_one_epoch(
+                self.network, run.model, train_loader, run.optimizer, run.scheduler, run.amp, run.device, bar
+            )
             seconds = time.perf_counter() - start
-        val_loss, val_values, _ = run_eval(task, run.model, val_loader, run.device, run.amp)
+        val_loss, val_values, _ = run_eval(self.network, run.model, val_loader, run.device, run.amp)
         val_metrics = scalar_metrics(val_values)
         entry = EpochLog(epoch + 1, train_loss, val_loss, val_metrics, seen / seconds, run.scheduler.get_last_lr()[0])
         log.info(
-            "%s epoch %d: train loss %.4f, val loss %.4f, val %s %.4f, %.0f samples/s", task.name, epoch + 1,
-            train_loss, val_loss, task.primary_metric, val_metrics[task.primary_metric], entry.samples_per_second,
-        )  # fmt: skip
+            "%s epoch %d: train loss %.4f, val loss %.4f, val %s %.4f, %.0f samples/s",
+            self.name,
+            epoch + 1,
+            train_loss,
+            val_loss,
+            metric,
+            val_metrics[metric],
+            entry.samples_per_second,
+        )
         return entry
 
     def resumable_state(self) -> dict[str, Any] | None:

@@ -6,7 +6,7 @@ from PIL import Image
 from conftest import make_task
 from lifecycle.atomic import read_jsonl
 from lifecycle.paths import TaskPaths
-from lifecycle.stages.collect import collect
+from lifecycle.stages.collect import run as collect
 
 
 def png(value: int, size: int = 28) -> bytes:
@@ -49,7 +49,10 @@ def test_bad_files_are_quarantined_with_reasons_and_nothing_else_is_lost(tmp_pat
 
     rows = read_jsonl(paths.raw_manifest)
     assert sorted((r["label"], r["origin"].rsplit("/", 1)[1]) for r in rows) == [
-        ("3", "10.png"), ("3", "20.png"), ("7", "30.png")]  # fmt: skip
+        ("3", "10.png"),
+        ("3", "20.png"),
+        ("7", "30.png"),
+    ]
     reasons = {q["origin"].rsplit("/", 1)[1]: q["reason"] for q in read_jsonl(paths.quarantine)}
     assert reasons["corrupt.png"].startswith("unreadable image")
     assert reasons["whiskers.png"].startswith("unknown class folder 'cat'")

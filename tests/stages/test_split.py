@@ -4,8 +4,9 @@ from conftest import make_task
 from lifecycle.atomic import read_jsonl, write_jsonl
 from lifecycle.config import SplitConfig
 from lifecycle.paths import TaskPaths
-from lifecycle.stages.collect import collect
-from lifecycle.stages.split import SplitLeakError, assign_splits, check_no_leak, split
+from lifecycle.stages.collect import run as collect
+from lifecycle.stages.split import SplitLeakError, assign_splits, check_no_leak
+from lifecycle.stages.split import run as split
 
 
 def test_ratios_are_respected_on_many_keys():

@@ -50,9 +50,26 @@ def test_same_seed_same_model(prepared, tiny_params):
 
 
 def _train_cli(root) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "lifecycle.cli", "--log-level", "WARNING", "train",
-                             "--task", "classify", "--root", str(root), "--params", str(root / "params.yaml")],
-                            cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lifecycle.cli",
+            "--log-level",
+            "WARNING",
+            "train",
+            "--task",
+            "classify",
+            "--root",
+            str(root),
+            "--params",
+            str(root / "params.yaml"),
+        ],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.mark.slow

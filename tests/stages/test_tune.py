@@ -64,8 +64,9 @@ def test_three_trial_search_on_threads_feeds_train(tiny_params, prepared):
 def test_interrupted_search_resumes_and_retries_the_running_trial(tiny_params, prepared):
     params = with_tuning(tiny_params, trials=3, parallel=1)
     task = make_task(params)
-    search = Search("classify", task.cfg.model_dump(mode="json", by_alias=True), str(prepared.root),
-                    study_name(task, prepared))  # fmt: skip
+    search = Search(
+        "classify", task.cfg.model_dump(mode="json", by_alias=True), str(prepared.root), study_name(task, prepared)
+    )
     # What a killed search leaves behind: the baseline finished, the next trial RUNNING with a reported epoch.
     study = prepare_study(search, task)
     distributions = {k: d.distribution() for k, d in task.cfg.tune.space.items()}
@@ -103,7 +104,8 @@ def test_search_runs_on_a_local_two_worker_dask_cluster(tiny_params, prepared):
 
 
 def test_search_space_errors_name_the_key(tiny_params):
-    from lifecycle.config import ConfigError, parse_params
+    from lifecycle.config import ConfigError
+    from lifecycle.params import parse_params
 
     bad = with_tuning(tiny_params, space={"train.lrr": {"low": 0.001, "high": 0.1}})
     with pytest.raises(ConfigError, match=r"tune.space\['train.lrr'\].*no such key"):

@@ -5,8 +5,9 @@ import pytest
 from conftest import make_task
 from lifecycle.atomic import read_jsonl, write_jsonl
 from lifecycle.paths import TaskPaths
-from lifecycle.stages.collect import collect
-from lifecycle.stages.validate import DataValidationError, validate
+from lifecycle.stages.collect import run as collect
+from lifecycle.stages.validate import DataValidationError
+from lifecycle.stages.validate import run as validate
 
 
 @pytest.fixture
@@ -42,8 +43,9 @@ def test_failures_stop_with_each_expectation_listed(collected, tiny_params):
 
 
 def test_quarantine_share_is_bounded(collected, tiny_params):
-    quarantine = [{"sha256": "", "origin": f"x{i}", "source": "folder", "reason": "unreadable", "path": None}
-                  for i in range(100)]  # fmt: skip
+    quarantine = [
+        {"sha256": "", "origin": f"x{i}", "source": "folder", "reason": "unreadable", "path": None} for i in range(100)
+    ]
     write_jsonl(collected.quarantine, quarantine)
     with pytest.raises(DataValidationError, match="on 'quarantine_share'"):
         validate(make_task(tiny_params), collected)

@@ -17,10 +17,13 @@ import torch
 from conftest import TINY_ASR, make_task
 from lifecycle.atomic import read_jsonl
 from lifecycle.audio import SAMPLE_RATE, decode_audio
-from lifecycle.config import ConfigError, parse_params
+from lifecycle.config import ConfigError
+from lifecycle.params import parse_params
+from lifecycle.samples import InvalidInput
 from lifecycle.sources.speech import ESPEAK_RATE, VOCABULARY, Synthesizer, Utterance, synthesize
-from lifecycle.tasks.asr import DEFAULT_VOICES, chunks, file_chunks, streamed_outputs, transcribe_stream
-from lifecycle.tasks.base import InvalidInput
+from lifecycle.tasks import Task, build_task
+from lifecycle.tasks.asr.config import DEFAULT_VOICES
+from lifecycle.tasks.asr.streaming import chunks, file_chunks, streamed_outputs, transcribe_stream
 
 
 def asr_params(**sections) -> dict:
@@ -28,6 +31,10 @@ def asr_params(**sections) -> dict:
     for name, values in sections.items():
         params["asr"][name] = {**params["asr"].get(name, {}), **values}
     return params
+
+
+def asr_task(**sections) -> Task:
+    return build_task("asr", asr_params(**sections)["asr"])
 
 
 def wav(samples: np.ndarray, rate: int, subtype: str = "PCM_16", fmt: str = "WAV") -> bytes:
@@ -81,8 +88,8 @@ def test_a_synthesized_clip_is_espeaks_own_samples_with_its_silence(synthesizer)
 
 def test_held_out_voices_never_reach_training(tmp_path):
     from lifecycle.paths import TaskPaths
-    from lifecycle.stages.collect import collect
-    from lifecycle.stages.split import split
+    from lifecycle.stages.collect import run as collect
+    from lifecycle.stages.split import run as split
 
     params = asr_params()
     voices = params["asr"]["collect"]["voices"]
@@ -124,6 +131,7 @@ def test_yaml_booleans_in_the_vocabulary_get_a_hint():
     with pytest.raises(ConfigError) as err:
         parse_params(asr_params(collect={"vocabulary": ["zero", True, False]}))
     assert "asr.collect.vocabulary" in str(err.value) and "quote" in str(err.value)
+    assert "true/false" in str(err.value), "the words YAML 1.2 still reads as booleans"
 
 
 def test_any_rate_and_channel_count_becomes_16k_mono():
@@ -150,9 +158,9 @@ def test_bad_audio_is_a_clear_4xx():
         assert err.value.status == status and words in str(err.value), str(err.value)
 
 
-def logits_for(task, text_frames: list[str]) -> dict[str, torch.Tensor]:
+def logits_for(outputs, text_frames: list[str]) -> dict[str, torch.Tensor]:
     """Logits whose best path spells the frames given ('' for a blank frame)."""
-    charset = task.charset
+    charset = outputs.codec.charset
     path = [0 if f == "" else charset.index(f) + 1 for f in text_frames]
     logits = torch.full((len(path), len(charset) + 1), -5.0)
     logits[torch.arange(len(path)), torch.tensor(path)] = 5.0
@@ -165,8 +173,8 @@ def frames(spelled: str) -> list[str]:
 
 
 def test_ctc_decoding_on_known_sequences():
-    task = make_task(asr_params(), "asr")
-    raw = make_task(asr_params(model={"constrain_to_vocabulary": False}), "asr")
+    outputs = asr_task().outputs
+    raw = asr_task(model={"constrain_to_vocabulary": False}).outputs
     cases = {
         "nnn_ii_nn_ee..oo_nn_e": "nine one",  # repeats collapse, blanks separate
         "__ss_ee_vv_ee_nn__": "seven",
@@ -176,19 +184,19 @@ def test_ctc_decoding_on_known_sequences():
     }
     for spelled, expected in cases.items():
         assert raw.read(logits_for(raw, frames(spelled)))[0][0] == expected, spelled
-    assert task.read(logits_for(task, frames("nire")))[0][0] == "nine", "the nearest vocabulary word"
-    assert task.read(logits_for(task, frames("nineone.stup")))[0][0] == "nine one stop", "a missed pause"
-    assert task.read(logits_for(task, frames("t_hh_rr_eee")))[0][0] == "three"
-    noise = task.read(logits_for(task, frames("nsvt" * 2000)))[0][0]  # every cut tried would take hours
+    assert outputs.read(logits_for(outputs, frames("nire")))[0][0] == "nine", "the nearest vocabulary word"
+    assert outputs.read(logits_for(outputs, frames("nineone.stup")))[0][0] == "nine one stop", "a missed pause"
+    assert outputs.read(logits_for(outputs, frames("t_hh_rr_eee")))[0][0] == "three"
+    noise = outputs.read(logits_for(outputs, frames("nsvt" * 2000)))[0][0]  # every cut tried would take hours
     assert noise in VOCABULARY, "a token longer than two words (noise read as letters) maps to one word"
-    text, confidence = task.read(logits_for(task, frames("____")))[0]
+    text, confidence = outputs.read(logits_for(outputs, frames("____")))[0]
     assert text == "" and 0.99 < confidence <= 1.0
 
 
 def trained_looking(task) -> torch.nn.Module:
     """A random model with non-trivial normalisation statistics, in eval mode."""
     torch.manual_seed(0)
-    model = task.build_model().eval()
+    model = task.network.build().eval()
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
@@ -204,10 +212,10 @@ def clip(text: str, voice: str = "en-us+m1", seconds: float = 0.2) -> bytes:
 def test_streaming_equals_full_decoding_on_a_short_clip(tmp_path):
     """Chunks that see the whole clip as context give exactly the full-context outputs, stitched in order, from
     memory and from a file at another rate; the streamed transcript grows to the full one."""
-    task = make_task(asr_params(), "asr")
+    task = asr_task()
     model = trained_looking(task)
     data = clip("one two three four five six")
-    spec = task.prepare(task.decode(data))
+    spec = task.codec.prepare(task.codec.decode(data))
     with torch.no_grad():
         full = model(spec[None], torch.tensor([spec.shape[-1]]))
         streamed = streamed_outputs(model, chunks(spec, chunk_frames=7, context_frames=1000))
@@ -215,44 +223,48 @@ def test_streaming_equals_full_decoding_on_a_short_clip(tmp_path):
     assert torch.allclose(streamed["logits"], full["logits"], atol=1e-4)
     assert torch.allclose(streamed["features"], full["features"], atol=1e-4)
 
-    waveform = task.decode(data)[0].numpy()
+    waveform = task.codec.decode(data)[0].numpy()
     stereo_44k = tmp_path / "clip.wav"
     from torchaudio.functional import resample
 
     upsampled = resample(torch.from_numpy(waveform), SAMPLE_RATE, 44_100).numpy()
     sf.write(stereo_44k, np.stack([upsampled, upsampled], 1), 44_100)
     streaming = task.cfg.model.streaming.model_copy(update={"chunk_seconds": 0.28, "context_seconds": 60})
-    pieces = list(file_chunks(stereo_44k, task.features, streaming))
+    pieces = list(file_chunks(stereo_44k, task.codec.features, streaming))
     assert len(pieces) > 3
     with torch.no_grad():
         from_file = streamed_outputs(model, iter(pieces))
     assert from_file["logits"].shape == full["logits"].shape
     assert torch.allclose(from_file["logits"], full["logits"], atol=0.05), "resampled per window, the same audio"
-    partial = [text for _, text in transcribe_stream(task, model, iter(pieces))]
-    assert partial[-1] == task.read(full)[0][0]
+    partial = [text for _, text in transcribe_stream(task.outputs, model, iter(pieces))]
+    assert partial[-1] == task.outputs.read(full)[0][0]
+    configured = file_chunks(stereo_44k, task.codec.features, task.cfg.model.streaming)
+    assert list(task.outputs.stream_file(model, stereo_44k)) == list(transcribe_stream(task.outputs, model, configured))
 
 
 def test_a_clip_reads_the_same_alone_or_batched_with_longer_and_streamed_ones():
-    task = make_task(asr_params(), "asr")
+    task = asr_task()
+    codec, network, outputs = task.codec, task.network, task.outputs
     model = trained_looking(task)
     above = task.cfg.model.streaming.above_seconds
-    long_clip = torch.cat([task.decode(clip("one two three four five six seven eight nine"))] * 3, -1)
+    long_clip = torch.cat([codec.decode(clip("one two three four five six seven eight nine"))] * 3, -1)
     assert long_clip.shape[-1] > above * SAMPLE_RATE, "long enough to be streamed"
-    inputs = [task.decode(clip("go")), task.decode(clip("one two three four five")), long_clip]
-    prepared = [task.prepare(x) for x in inputs]
+    inputs = [codec.decode(clip("go")), codec.decode(clip("one two three four five")), long_clip]
+    prepared = [codec.prepare(x) for x in inputs]
     with torch.no_grad():
-        together = task.forward(model, task.batch_inputs(prepared))
-        alone = [task.forward(model, task.batch_inputs([x])) for x in prepared]
-    batched = task.predict(together)
+        together = network.forward(model, codec.batch_inputs(prepared))
+        alone = [network.forward(model, codec.batch_inputs([x])) for x in prepared]
+    assert together.features is together.outputs["features"]
+    batched = outputs.predict(together.outputs)
     for i, single in enumerate(alone):
-        assert task.predict(single)[0]["text"] == batched[i]["text"]
-        assert task.predict(single)[0]["confidence"] == pytest.approx(batched[i]["confidence"], abs=1e-5)
-        assert torch.allclose(single["features"][0], together["features"][i], atol=1e-5)
+        assert outputs.predict(single.outputs)[0]["text"] == batched[i]["text"]
+        assert outputs.predict(single.outputs)[0]["confidence"] == pytest.approx(batched[i]["confidence"], abs=1e-5)
+        assert torch.allclose(single.features[0], together.features[i], atol=1e-5)
 
 
 def test_bad_clips_are_quarantined_with_reasons(tmp_path):
     from lifecycle.paths import TaskPaths
-    from lifecycle.stages.collect import collect
+    from lifecycle.stages.collect import run as collect
 
     folder = tmp_path / "clips"
     folder.mkdir()
@@ -291,12 +303,12 @@ def test_lifecycle_end_to_end(tmp_path):
     import torchmetrics.functional.text as T
 
     from lifecycle.paths import TaskPaths
-    from lifecycle.stages.collect import collect
-    from lifecycle.stages.evaluate import evaluate
-    from lifecycle.stages.promote import promote
-    from lifecycle.stages.split import split
-    from lifecycle.stages.train import train
-    from lifecycle.stages.validate import validate
+    from lifecycle.stages.collect import run as collect
+    from lifecycle.stages.evaluate import run as evaluate
+    from lifecycle.stages.promote import run as promote
+    from lifecycle.stages.split import run as split
+    from lifecycle.stages.train import run as train
+    from lifecycle.stages.validate import run as validate
 
     params = asr_params()
     paths = TaskPaths(tmp_path, "asr")
@@ -324,17 +336,18 @@ def test_image_augmentation_is_refused_for_audio():
 
 
 def test_descriptors_see_noise_level_and_speed():
-    task = make_task(asr_params(), "asr")
+    task = asr_task()
+    codec, monitoring = task.codec, task.monitoring
     data = clip("one two three four five six")
     rng = np.random.default_rng(0)
-    plain = task.descriptors(task.decode(data))
-    noisy = task.descriptors(task.decode(task.shift(data, "noise", rng)))
-    fast = task.descriptors(task.decode(task.shift(data, "fast", rng)))
-    quiet = task.descriptors(task.decode(task.shift(data, "quiet", rng)))
+    plain = monitoring.descriptors(codec.decode(data))
+    noisy = monitoring.descriptors(codec.decode(monitoring.shift(data, "noise", rng)))
+    fast = monitoring.descriptors(codec.decode(monitoring.shift(data, "fast", rng)))
+    quiet = monitoring.descriptors(codec.decode(monitoring.shift(data, "quiet", rng)))
     assert noisy["snr_db"] < plain["snr_db"] - 10
     assert fast["duration"] == pytest.approx(plain["duration"] / 1.4, rel=0.01)
     assert quiet["rms_db"] == pytest.approx(plain["rms_db"] - 30, abs=0.5)
-    telephone = task.descriptors(task.decode(task.shift(data, "telephone", rng)))
+    telephone = monitoring.descriptors(codec.decode(monitoring.shift(data, "telephone", rng)))
     assert telephone["spectral_centroid"] != pytest.approx(plain["spectral_centroid"], rel=0.05)
     assert 1 < plain["speech_rate"] < 8, "syllable-like peaks per second of speech"
 

@@ -1,14 +1,16 @@
-"""Contract tests over every registered task: a task is tested the moment it registers."""
+"""Contract tests over every part of every registered task: a task is tested the moment it registers."""
 
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from lifecycle.config import parse_params
-from lifecycle.tasks import RawSample, Rejected, get_task, list_tasks
-from lifecycle.tasks.base import InvalidSample
+from lifecycle.params import parse_params
+from lifecycle.samples import InvalidInput, InvalidSample, RawSample, Rejected
+from lifecycle.tasks import build_task, capabilities, get_task, list_tasks
+from lifecycle.tasks.parts import PART_NAMES, Forward, Labeling, Part, StreamingOutputs
 from lifecycle.trainer import AmpStep, build_optimizer
 
 
@@ -16,7 +18,7 @@ from lifecycle.trainer import AmpStep, build_optimizer
 def task(request):
     name = request.param
     params = parse_params({"tasks": [name], name: {"model": {}, "collect": {}}})
-    return get_task(name)(params.task(name))
+    return build_task(name, params.task(name))
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +27,11 @@ def samples(task, tmp_path_factory):
     hooks under test must not change them)."""
     tmp_path = tmp_path_factory.mktemp(task.name)
     items = []
-    for candidate in task.collect(tmp_path / "no-landing-zone"):
+    for candidate in task.source.collect(tmp_path / "no-landing-zone"):
         if isinstance(candidate, RawSample):
             path = tmp_path / f"{len(items)}{candidate.suffix}"
             path.write_bytes(candidate.data)
-            items.append((task.load_input(path), candidate.label, candidate))
+            items.append((task.codec.load_input(path), candidate.label, candidate))
         if len(items) == 8:
             break
     assert len(items) == 8, "the default source yields samples without any user data"
@@ -37,8 +39,8 @@ def samples(task, tmp_path_factory):
 
 
 def batch_of(task, samples, train: bool):
-    transform = task.transform(train)
-    return task.collate([transform(x, task.encode_target(label)) for x, label, _ in samples])
+    transform = task.codec.transform(train)
+    return task.codec.collate([transform(x, task.codec.encode_target(label)) for x, label, _ in samples])
 
 
 def same_outputs(a, b) -> bool:
@@ -48,53 +50,70 @@ def same_outputs(a, b) -> bool:
     return torch.allclose(a.float(), b.float(), atol=1e-5)
 
 
-def test_registered_with_hooks(task):
-    assert task.name in list_tasks() and get_task(task.name) is type(task)
+def test_registered_with_its_parts_and_capabilities(task):
+    spec = get_task(task.name)
+    assert task.spec is spec and capabilities()[task.name] == sorted(spec.capabilities)
+    for name in PART_NAMES:
+        part = getattr(task.parts, name)
+        assert part is None or isinstance(part, Part), name
+    assert (task.labeling is not None) == ("labeling" in spec.capabilities)
+    assert ("streaming" in spec.capabilities) == isinstance(task.outputs, StreamingOutputs)
+    assert task.goal.metric and spec.endpoint.isidentifier()
+
+
+def test_parts_read_only_the_sections_they_declare(task):
+    schema_sections = {"collect", "validation", "split", "model", "train", "tune", "evaluate", "promote", "serve"}
+    for name in PART_NAMES:
+        part = getattr(task.parts, name)
+        if part is not None:
+            assert part.sections() <= schema_sections, name
+    with pytest.raises(AttributeError, match="without declaring it"):
+        getattr(task.source.cfg, "promote")  # noqa: B009 - no source reads the promotion gate
 
 
 def test_inspect_accepts_own_samples_and_rejects_garbage(task, samples):
     for _, label, candidate in samples:
-        meta = task.inspect(candidate.data, label)
+        meta = task.source.inspect(candidate.data, label)
         json.dumps(meta)
     with pytest.raises(InvalidSample):
-        task.inspect(b"not a sample at all", samples[0][1])
+        task.source.inspect(b"not a sample at all", samples[0][1])
 
 
 def test_tiny_batch_gives_finite_loss_and_one_step_learns(task, samples):
     torch.manual_seed(0)
-    model = task.build_model()
+    model = task.network.build()
     inputs, targets = batch_of(task, samples, train=True)
     amp = AmpStep(torch.device("cpu"), "bf16")
     optimizer = build_optimizer(model, task.cfg.train)
     before = [p.detach().clone() for p in model.parameters()]
     model.train()
     with amp.autocast():
-        loss = task.loss(task.forward(model, inputs), targets)
+        loss = task.network.loss(task.network.forward(model, inputs).outputs, targets)
     assert loss.ndim == 0 and math.isfinite(float(loss.detach()))
     amp.step(loss, optimizer, model.parameters())
     assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
 
 
 def test_predictions_match_the_output_schema(task, samples):
-    model = task.build_model().eval()
+    model = task.network.build().eval()
     inputs, targets = batch_of(task, samples, train=False)
     with torch.no_grad():
-        outputs = task.forward(model, inputs)
-    predictions = task.predict(outputs)
+        outputs = task.network.forward(model, inputs).outputs
+    predictions = task.outputs.predict(outputs)
     assert len(predictions) == len(samples)
     for p in predictions:
         json.dumps(p)
-        assert 0.0 <= task.confidence(p) <= 1.0
-        assert task.answer(p, {}) is not None
-    metrics = task.metrics()
+        assert 0.0 <= task.outputs.confidence(p) <= 1.0
+        assert task.outputs.answer(p, {}) is not None
+    metrics = task.network.metrics()
     metrics.update(outputs, targets)
-    assert 0.0 <= float(metrics.compute()[task.primary_metric]) <= 1.0
+    assert 0.0 <= float(metrics.compute()[task.goal.metric]) <= 1.0
 
 
 def test_descriptors_have_stable_finite_columns(task, samples):
     keys = None
     for raw_input, _, _ in samples:
-        d = task.descriptors(raw_input)
+        d = task.monitoring.descriptors(raw_input)
         assert all(isinstance(v, float) and math.isfinite(v) for v in d.values())
         keys = keys or list(d)
         assert list(d) == keys
@@ -104,55 +123,69 @@ def test_collect_reports_unusable_files_as_rejected(task, tmp_path):
     landing = tmp_path / "incoming"
     (landing / "no-such-label").mkdir(parents=True)
     (landing / "no-such-label" / "x.png").write_bytes(b"garbage")
-    rejected = next((c for c in task.collect(landing) if isinstance(c, Rejected)), None)
+    rejected = next((c for c in task.source.collect(landing) if isinstance(c, Rejected)), None)
     assert rejected is not None and rejected.reason and rejected.origin.endswith("x.png")
 
 
-def test_serving_hooks(task, samples):
+def test_serving_parts(task, samples):
     """Every task is served by the generic service: a route, a multipart field, decode errors as 4xx, one
     forward pass giving both the outputs and the embedding."""
-    from lifecycle.tasks.base import InvalidInput
-
     endpoints = [get_task(name).endpoint for name in list_tasks()]
-    assert task.endpoint.isidentifier() and endpoints.count(task.endpoint) == 1
-    assert task.input_field in ("image", "audio")
+    assert endpoints.count(task.spec.endpoint) == 1
+    assert task.codec.input_field in ("image", "audio")
     for garbage in (b"", b"definitely not a sample"):
         with pytest.raises(InvalidInput) as err:
-            task.decode(garbage)
+            task.codec.decode(garbage)
         assert 400 <= err.value.status < 500 and str(err.value)
-    decoded = task.decode(samples[0][2].data)
+    decoded = task.codec.decode(samples[0][2].data)
     assert torch.equal(decoded, samples[0][0]), "decode(bytes) is what load_input gives training"
 
-    model = task.build_model().eval()
-    inputs = task.batch_inputs([task.prepare(x) for x, _, _ in samples])
+    model = task.network.build().eval()
+    inputs = task.codec.batch_inputs([task.codec.prepare(x) for x, _, _ in samples])
     with torch.no_grad():
-        outputs, features = task.embed(model, inputs)
-        expected = task.forward(model, inputs)
-    assert same_outputs(outputs, expected) and features.shape[0] == len(samples)
-    for prediction in task.predict(outputs):
-        assert 0.0 <= task.confidence(prediction) <= 1.0
+        forward = task.network.forward(model, inputs)
+        again = task.network.forward(model, inputs)
+    assert isinstance(forward, Forward) and forward.features.shape[0] == len(samples)
+    assert same_outputs(forward.outputs, again.outputs)
+    for prediction in task.outputs.predict(forward.outputs):
+        assert 0.0 <= task.outputs.confidence(prediction) <= 1.0
 
 
-def test_monitoring_and_labeling_hooks(task, samples):
-    """Shifted traffic decodes; predictions become monitored columns; Label Studio, where the task has an
-    interface, round-trips a label."""
-    import numpy as np
-
+def test_monitoring_part(task, samples):
+    """Shifted traffic decodes; predictions become monitored columns."""
     data = samples[0][2].data
     rng = np.random.default_rng(0)
-    assert "none" in task.shifts
-    for kind in task.shifts:
-        assert task.decode(task.shift(data, kind, rng)).dtype == samples[0][0].dtype
-    model = task.build_model().eval()
+    assert "none" in task.monitoring.shifts
+    for kind in task.monitoring.shifts:
+        assert task.codec.decode(task.monitoring.shift(data, kind, rng)).dtype == samples[0][0].dtype
+    with pytest.raises(ValueError, match="no-such-shift"):
+        task.monitoring.shift(data, "no-such-shift", rng)
+    model = task.network.build().eval()
     with torch.no_grad():
-        prediction = task.predict(task.forward(model, task.batch_inputs([task.prepare(samples[0][0])])))[0]
-    assert all(isinstance(v, (str, float)) for v in task.monitored(prediction).values())
-    try:
-        result = task.to_label_studio(prediction)
-    except NotImplementedError:
-        pytest.skip(f"task {task.name} has no Label Studio interface")
-    label = task.from_label_studio(result)
-    task.inspect(data, label)
-    assert task.label_studio_config().startswith("<View>")
+        outputs = task.network.forward(model, task.codec.batch_inputs([task.codec.prepare(samples[0][0])])).outputs
+    prediction = task.outputs.predict(outputs)[0]
+    assert all(isinstance(v, (str, float)) for v in task.monitoring.monitored(prediction).values())
+
+
+def test_labeling_part_round_trips_a_label(task, samples, tmp_path):
+    """Label Studio, where the task has a labeling part: a prediction becomes a pre-annotation whose label
+    inspects as valid, and lands where collect reads it."""
+    if task.labeling is None:
+        assert "labeling" not in task.spec.capabilities
+        return
+    assert isinstance(task.labeling, Labeling)
+    model = task.network.build().eval()
+    with torch.no_grad():
+        outputs = task.network.forward(model, task.codec.batch_inputs([task.codec.prepare(samples[0][0])])).outputs
+    prediction = task.outputs.predict(outputs)[0]
+    label = task.labeling.from_label_studio(task.labeling.to_label_studio(prediction))
+    data = samples[0][2].data
+    task.source.inspect(data, label)
+    assert task.labeling.interface().startswith("<View>")
     with pytest.raises(ValueError):
-        task.from_label_studio([{"type": "nonsense"}])
+        task.labeling.from_label_studio([{"type": "nonsense"}])
+    landed = task.labeling.landing_path(tmp_path / "incoming", label, "x" + samples[0][2].suffix)
+    landed.parent.mkdir(parents=True, exist_ok=True)
+    landed.write_bytes(data)
+    collected = [c for c in task.source.collect(tmp_path / "incoming") if c.source == "incoming"]
+    assert [c.label for c in collected if isinstance(c, RawSample)] == [label]

@@ -9,11 +9,18 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_task
 from lifecycle.config import SplitConfig
 from lifecycle.masks import decode_class_map, encode_class_map
-from lifecycle.sources.scenes import (ALPHA_THRESHOLD, SceneConfig, background, compose, scene_label, scenes,
-                                      source_digits)
+from lifecycle.sources.scenes import (
+    ALPHA_THRESHOLD,
+    SceneConfig,
+    background,
+    compose,
+    scene_label,
+    scenes,
+    source_digits,
+)
+from lifecycle.tasks import build_task
 
 CLASSES = [str(d) for d in range(10)]
 
@@ -23,9 +30,9 @@ def digits():
     return source_digits(300)
 
 
-def detect_params(**sections) -> dict:
+def detect_task(**sections):
     base = {"collect": {"scenes": 40}, "model": {"width": 8}, "train": {"augment": []}}
-    return {"tasks": ["detect"], "detect": {**base, **sections}}
+    return build_task("detect", {**base, **sections})
 
 
 def test_scenes_are_exact_by_construction(digits):
@@ -45,7 +52,9 @@ def test_scenes_are_exact_by_construction(digits):
             expected[y0:y1, x0:x1] = expected[y0:y1, x0:x1] * (1 - alpha) + colour * alpha
         np.testing.assert_array_equal(scene.image, np.round(expected).astype(np.uint8))
         np.testing.assert_array_equal(scene.class_map > 0, scene.alpha >= ALPHA_THRESHOLD)
-        np.testing.assert_array_equal(decode_class_map(encode_class_map(scene.class_map, CLASSES), CLASSES), scene.class_map)
+        np.testing.assert_array_equal(
+            decode_class_map(encode_class_map(scene.class_map, CLASSES), CLASSES), scene.class_map
+        )
 
 
 def test_digits_never_overlap_but_may_touch(digits):
@@ -68,22 +77,29 @@ def test_source_digits_never_cross_splits():
 
 
 def test_augmentations_move_boxes_and_masks_with_the_pixels(tmp_path):
-    flip = make_task(detect_params(train={"augment": [{"name": "RandomHorizontalFlip", "args": {"p": 1.0}}]}), "detect")
-    plain = make_task(detect_params(), "detect")
-    affine = make_task(detect_params(
+    flip = detect_task(train={"augment": [{"name": "RandomHorizontalFlip", "args": {"p": 1.0}}]})
+    plain = detect_task()
+    affine = detect_task(
         collect={"scenes": 40, "min_digits": 1, "max_digits": 1},
-        train={"augment": [{"name": "RandomAffine", "args": {"degrees": 0, "translate": [0.2, 0.2], "scale": [0.7, 1.3]}},
-                           {"name": "ColorJitter", "args": {"brightness": 0.4, "hue": 0.1}}]}), "detect")  # fmt: skip
+        train={
+            "augment": [
+                {"name": "RandomAffine", "args": {"degrees": 0, "translate": [0.2, 0.2], "scale": [0.7, 1.3]}},
+                {"name": "ColorJitter", "args": {"brightness": 0.4, "hue": 0.1}},
+            ]
+        },
+    )
     torch.manual_seed(0)
     checked = 0
     for task in (flip, affine):
-        for sample in list(task.collect(tmp_path / "no-landing-zone"))[:15]:
-            image, target = task.decode(sample.data), task.encode_target(sample.label)
-            (x, t) = task.transform(train=True)(image, target)
+        for sample in list(task.source.collect(tmp_path / "no-landing-zone"))[:15]:
+            image, target = task.codec.decode(sample.data), task.codec.encode_target(sample.label)
+            (x, t) = task.codec.transform(train=True)(image, target)
             if task is flip:
-                (_, before) = plain.transform(train=False)(image, target)
+                (_, before) = plain.codec.transform(train=False)(image, target)
                 width = x["image"].shape[-1]
-                mirrored = before["boxes"][:, [2, 1, 0, 3]] * torch.tensor([-1, 1, -1, 1]) + torch.tensor([width, 0, width, 0])
+                mirrored = before["boxes"][:, [2, 1, 0, 3]] * torch.tensor([-1, 1, -1, 1]) + torch.tensor(
+                    [width, 0, width, 0]
+                )
                 assert torch.equal(t["boxes"], mirrored)
                 assert torch.equal(t["mask"], before["mask"].flip(-1))
             size = x["image"].shape[-1]
@@ -105,8 +121,10 @@ def test_coco_folder_bad_annotations_are_quarantined(tmp_path):
     from lifecycle.sources.coco import write_coco_set
     from lifecycle.stages.collect import collect
 
-    made = [(f"scene{i}.png", encode_png(s.image), scene_label(s, CLASSES))
-            for i, (_, _, s) in zip(range(7), scenes(7, SplitConfig(), CLASSES))]
+    made = [
+        (f"scene{i}.png", encode_png(s.image), scene_label(s, CLASSES))
+        for i, (_, _, s) in zip(range(7), scenes(7, SplitConfig(), CLASSES))
+    ]
     folder = tmp_path / "coco"
     annotations = write_coco_set(folder, made, CLASSES)
     coco = json.loads(annotations.read_text())
@@ -120,10 +138,12 @@ def test_coco_folder_bad_annotations_are_quarantined(tmp_path):
     (folder / "stray.png").write_bytes(made[0][1])  # listed nowhere
     write_json(annotations, coco)
 
-    task = make_task(detect_params(collect={"embedded": False, "folder": str(folder)}), "detect")
+    task = detect_task(collect={"embedded": False, "folder": str(folder)})
     paths = TaskPaths(tmp_path / "root", "detect")
-    summary = collect(task, paths)
-    reasons = {row["origin"].rsplit("#", 1)[-1].rsplit("/", 1)[-1]: row["reason"] for row in read_jsonl(paths.quarantine)}
+    summary = collect(task.source, paths)
+    reasons = {
+        row["origin"].rsplit("#", 1)[-1].rsplit("/", 1)[-1]: row["reason"] for row in read_jsonl(paths.quarantine)
+    }
     assert summary.samples == 2, reasons  # scene0 and scene6
     assert "not inside the 128x128 image" in reasons["scene1.png"]
     assert "category_id 99 is not in 'categories'" in reasons["scene2.png"]
@@ -157,16 +177,16 @@ def test_validation_checks_boxes_classes_object_counts_and_mask_sizes(tmp_path):
     from lifecycle.stages.collect import collect
     from lifecycle.stages.validate import DataValidationError, validate
 
-    task = make_task(detect_params(validate={"min_samples": 10, "min_class_share": 0.0, "max_objects": 2}), "detect")
+    task = detect_task(validate={"min_samples": 10, "min_class_share": 0.0, "max_objects": 2})
     paths = TaskPaths(tmp_path, "detect")
-    collect(task, paths)
+    collect(task.source, paths)
     rows = read_jsonl(paths.raw_manifest)
     rows[0]["label"]["boxes"][0] = [100, 100, 140, 120]  # past the 128 px edge
     rows[1]["label"]["labels"][0] = "cat"
     rows[2]["label"]["mask"]["size"] = [64, 64]
     write_jsonl(paths.raw_manifest, rows)
     with pytest.raises(DataValidationError) as err:
-        validate(task, paths)
+        validate(task.source, task.cfg.validation, paths)
     message = str(err.value)
     assert "boxes: expect_column_pair_values_a_to_be_greater_than_b" in message
     assert "boxes: expect_column_values_to_be_in_set on 'class'" in message

@@ -16,17 +16,29 @@ from PIL import Image
 
 from conftest import TINY_OCR, make_task
 from lifecycle.atomic import read_jsonl
-from lifecycle.config import ConfigError, parse_params
-from lifecycle.sources.textlines import (DEFAULT_CHARSET, LineStyle, missing_characters, random_text, render_line,
-                                         text_faces)
-from lifecycle.sources.folders import write_tsv_labeled_files
-from lifecycle.tasks.ocr import DEFAULT_FAMILIES
+from lifecycle.config import ConfigError
+from lifecycle.params import parse_params
 from lifecycle.sequence import BLANK, greedy_ctc
-from lifecycle.tasks.ocr import greedy_attention
+from lifecycle.sources.folders import write_tsv_labeled_files
+from lifecycle.sources.textlines import (
+    DEFAULT_CHARSET,
+    LineStyle,
+    missing_characters,
+    random_text,
+    render_line,
+    text_faces,
+)
+from lifecycle.tasks import build_task
+from lifecycle.tasks.ocr.attention import greedy_attention
+from lifecycle.tasks.ocr.config import DEFAULT_FAMILIES
 
 
 def ocr_params(**sections) -> dict:
     return {"tasks": ["ocr"], "ocr": {**copy.deepcopy(TINY_OCR), **sections}}
+
+
+def ocr_task(**sections):
+    return build_task("ocr", ocr_params(**sections)["ocr"])
 
 
 def test_fonts_come_from_matplotlib_only():
@@ -68,8 +80,8 @@ def test_rendered_lines_are_readable_sized_and_degraded():
 
 def test_held_out_families_never_reach_training(tmp_path):
     from lifecycle.paths import TaskPaths
-    from lifecycle.stages.collect import collect
-    from lifecycle.stages.split import split
+    from lifecycle.stages.collect import run as collect
+    from lifecycle.stages.split import run as split
 
     params = ocr_params()
     paths = TaskPaths(tmp_path, "ocr")
@@ -82,13 +94,16 @@ def test_held_out_families_never_reach_training(tmp_path):
     assert not by_split["train"] & (set(DEFAULT_FAMILIES["val"]) | set(DEFAULT_FAMILIES["test"]))
 
 
-@pytest.mark.parametrize("families, message", [
-    ({"train": ["DejaVu Sans"], "val": ["DejaVu Sans"], "test": ["DejaVu Serif"]}, "leaks"),
-    ({"train": ["Comic Sans"], "val": ["cmss10"], "test": ["DejaVu Serif"]}, "no text font family 'Comic Sans'"),
-    ({"train": ["cmsy10"], "val": ["cmss10"], "test": ["DejaVu Serif"]}, "no text font family 'cmsy10'"),
-    ({"train": ["STIXSizeOneSym"], "val": ["cmss10"], "test": ["DejaVu Serif"]}, "cannot render"),
-    ({"train": ["DejaVu Sans"], "test": ["DejaVu Serif"]}, "each of"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "families, message",
+    [
+        ({"train": ["DejaVu Sans"], "val": ["DejaVu Sans"], "test": ["DejaVu Serif"]}, "leaks"),
+        ({"train": ["Comic Sans"], "val": ["cmss10"], "test": ["DejaVu Serif"]}, "no text font family 'Comic Sans'"),
+        ({"train": ["cmsy10"], "val": ["cmss10"], "test": ["DejaVu Serif"]}, "no text font family 'cmsy10'"),
+        ({"train": ["STIXSizeOneSym"], "val": ["cmss10"], "test": ["DejaVu Serif"]}, "cannot render"),
+        ({"train": ["DejaVu Sans"], "test": ["DejaVu Serif"]}, "each of"),
+    ],
+)
 def test_bad_families_are_refused_naming_the_key(families, message):
     with pytest.raises(ConfigError) as err:
         parse_params(ocr_params(collect={"families": families}))
@@ -119,9 +134,9 @@ def test_attention_greedy_decoding_stops_at_the_end_of_text():
 
 @pytest.mark.parametrize("decoder", ["ctc", "attention"])
 def test_a_line_reads_the_same_alone_or_batched_with_wider_lines(decoder):
-    task = make_task(ocr_params(model={**TINY_OCR["model"], "decoder": decoder}), "ocr")
+    task = ocr_task(model={**TINY_OCR["model"], "decoder": decoder})
     torch.manual_seed(0)
-    model = task.build_model().eval()
+    model = task.network.build().eval()
     with torch.no_grad():  # random weights, with non-trivial normalisation statistics
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
@@ -130,24 +145,26 @@ def test_a_line_reads_the_same_alone_or_batched_with_wider_lines(decoder):
     rng = np.random.default_rng(0)
     face = text_faces()["DejaVu Sans"][0]
     lines = [torch.from_numpy(render_line(text, face, rng))[None] for text in ("ab", "a much longer line", "mid 42")]
-    prepared = [task.prepare(x) for x in lines]
+    prepared = [task.codec.prepare(x) for x in lines]
     with torch.no_grad():
-        batched = task.forward(model, task.batch_inputs(prepared))
-        alone = [task.forward(model, task.batch_inputs([x])) for x in prepared]
-    together = task.predict(batched)
+        batched = task.network.forward(model, task.codec.batch_inputs(prepared))
+        alone = [task.network.forward(model, task.codec.batch_inputs([x])) for x in prepared]
+    together = task.outputs.predict(batched.outputs)
     for i, single in enumerate(alone):
-        assert task.predict(single)[0]["text"] == together[i]["text"]
-        assert task.predict(single)[0]["confidence"] == pytest.approx(together[i]["confidence"], abs=1e-5)
-        assert torch.allclose(single["features"][0], batched["features"][i], atol=1e-5)
+        alone_prediction = task.outputs.predict(single.outputs)[0]
+        assert alone_prediction["text"] == together[i]["text"]
+        assert alone_prediction["confidence"] == pytest.approx(together[i]["confidence"], abs=1e-5)
+        assert torch.allclose(single.outputs["features"][0], batched.outputs["features"][i], atol=1e-5)
+        assert torch.equal(single.features, single.outputs["features"]), "the features are the pooled frames"
 
 
 def test_too_wide_lines_are_a_clear_4xx():
     from lifecycle.imaging import encode_png
-    from lifecycle.tasks.base import InvalidInput
+    from lifecycle.samples import InvalidInput
 
-    task = make_task(ocr_params(), "ocr")
+    task = ocr_task()
     with pytest.raises(InvalidInput) as err:
-        task.decode(encode_png(np.full((10, 2000), 255, np.uint8)))
+        task.codec.decode(encode_png(np.full((10, 2000), 255, np.uint8)))
     assert err.value.status == 400 and "max_width" not in str(err.value) and "wide" in str(err.value)
 
 
@@ -160,16 +177,19 @@ def png_line(text: str, seed: int = 0) -> bytes:
 
 def test_bad_labels_and_files_are_quarantined_with_reasons(tmp_path):
     from lifecycle.paths import TaskPaths
-    from lifecycle.stages.collect import collect
+    from lifecycle.stages.collect import run as collect
 
     folder = tmp_path / "lines"
-    write_tsv_labeled_files(folder, [
-        ("good.png", png_line("Total 42"), "Total 42"),
-        ("empty.png", png_line("x", 1), ""),
-        ("accent.png", png_line("cafe", 2), "café"),
-        ("broken.png", png_line("cut", 3)[:60], "cut"),
-        ("wide.png", _png(3000, 10), "wide"),
-    ])  # fmt: skip
+    write_tsv_labeled_files(
+        folder,
+        [
+            ("good.png", png_line("Total 42"), "Total 42"),
+            ("empty.png", png_line("x", 1), ""),
+            ("accent.png", png_line("cafe", 2), "café"),
+            ("broken.png", png_line("cut", 3)[:60], "cut"),
+            ("wide.png", _png(3000, 10), "wide"),
+        ],
+    )
     with (folder / "labels.tsv").open("a", encoding="utf-8") as f:
         f.write("no tab here\nmissing.png\tghost\n../outside.png\tescape\n")
     (folder / "unlisted.png").write_bytes(png_line("stray", 4))
@@ -203,12 +223,12 @@ def test_lifecycle_end_to_end(tmp_path, decoder):
     import torchmetrics.functional.text as T
 
     from lifecycle.paths import TaskPaths
-    from lifecycle.stages.collect import collect
-    from lifecycle.stages.evaluate import evaluate
-    from lifecycle.stages.promote import promote
-    from lifecycle.stages.split import split
-    from lifecycle.stages.train import train
-    from lifecycle.stages.validate import validate
+    from lifecycle.stages.collect import run as collect
+    from lifecycle.stages.evaluate import run as evaluate
+    from lifecycle.stages.promote import run as promote
+    from lifecycle.stages.split import run as split
+    from lifecycle.stages.train import run as train
+    from lifecycle.stages.validate import run as validate
 
     params = ocr_params(model={**TINY_OCR["model"], "decoder": decoder})
     paths = TaskPaths(tmp_path, "ocr")
@@ -219,7 +239,8 @@ def test_lifecycle_end_to_end(tmp_path, decoder):
     read, truth = [p["prediction"]["text"] for p in predictions], [p["truth"] for p in predictions]
     assert metrics["primary_metric"] == "cer"
     assert metrics["cer"] == pytest.approx(float(T.char_error_rate(read, truth)), abs=1e-6)
-    assert metrics["exact_match"] == pytest.approx(np.mean([r == t for r, t in zip(read, truth)]), abs=1e-6)
+    exact = np.mean([r == t for r, t in zip(read, truth, strict=True)])
+    assert metrics["exact_match"] == pytest.approx(exact, abs=1e-6)
     assert 0 <= metrics["wer"]
     figures = paths.reports("evaluate") / "figures"
     assert (figures / "test_lines.png").stat().st_size > 0

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from lifecycle.masks import encode_class_map
-from lifecycle.tasks.base import RawSample, Rejected
+from lifecycle.samples import RawSample, Rejected
 
 ANNOTATIONS = "annotations.json"
 
@@ -50,14 +50,22 @@ def coco_set(annotations: Path, source: str, classes: Sequence[str], used: set[P
         for a in coco["annotations"]:
             by_image.setdefault(int(a["image_id"]), []).append(a)
     except (OSError, ValueError, KeyError, TypeError) as e:
-        yield Rejected(source, str(annotations), f"unreadable COCO annotations: {type(e).__name__}: {e}",
-                       annotations.read_bytes() if annotations.is_file() else None, ".json")  # fmt: skip
+        yield Rejected(
+            source,
+            str(annotations),
+            f"unreadable COCO annotations: {type(e).__name__}: {e}",
+            annotations.read_bytes() if annotations.is_file() else None,
+            ".json",
+        )
         return
     for image_id, objects in by_image.items():
         info = images.get(image_id)
         if info is None:
-            yield Rejected(source, f"{annotations}#image_id={image_id}", f"{len(objects)} annotation(s) for image_id "
-                           f"{image_id}, which is not in 'images'")  # fmt: skip
+            yield Rejected(
+                source,
+                f"{annotations}#image_id={image_id}",
+                f"{len(objects)} annotation(s) for image_id {image_id}, which is not in 'images'",
+            )
             continue
         image_path = base / str(info.get("file_name", ""))
         mask_path = base / "masks" / f"{Path(str(info.get('file_name', ''))).stem}.png"
@@ -75,8 +83,9 @@ def coco_set(annotations: Path, source: str, classes: Sequence[str], used: set[P
         yield RawSample(data=data, suffix=image_path.suffix.lower(), label=label, source=source, origin=origin)
 
 
-def coco_label(objects: Sequence[dict[str, Any]], categories: dict[int, str], mask_path: Path,
-               classes: Collection[str]) -> dict[str, Any]:  # fmt: skip
+def coco_label(
+    objects: Sequence[dict[str, Any]], categories: dict[int, str], mask_path: Path, classes: Collection[str]
+) -> dict[str, Any]:
     """The task's label of one image: boxes as [x0, y0, x1, y1], category names, the class map; ValueError naming
     the annotation or file at fault."""
     boxes, labels = [], []
@@ -106,8 +115,10 @@ def coco_label(objects: Sequence[dict[str, Any]], categories: dict[int, str], ma
             continue
         name = categories.get(int(value))
         if name is None or name not in order:
-            raise ValueError(f"mask {mask_path} has pixel value {int(value)}, not the id of a category named like one "
-                             f"of the task's classes")  # fmt: skip
+            raise ValueError(
+                f"mask {mask_path} has pixel value {int(value)}, not the id of a category named like one "
+                f"of the task's classes"
+            )
         class_map[ids == value] = order.index(name) + 1
     return {"boxes": boxes, "labels": labels, "mask": encode_class_map(class_map, order)}
 
@@ -120,15 +131,23 @@ def write_coco_set(folder: Path, items: Sequence[tuple[str, bytes, dict[str, Any
     from lifecycle.masks import decode_class_map
 
     categories = [{"id": k + 1, "name": name} for k, name in enumerate(classes)]
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for image_id, (name, data, label) in enumerate(items, start=1):
         class_map = decode_class_map(label["mask"], classes)  # 0 background, k class k-1: the category ids
         write_bytes(folder / "images" / name, data)
         write_bytes(folder / "masks" / f"{Path(name).stem}.png", encode_png(class_map))
-        images.append({"id": image_id, "file_name": f"images/{name}", "height": class_map.shape[0],
-                       "width": class_map.shape[1]})  # fmt: skip
+        images.append(
+            {"id": image_id, "file_name": f"images/{name}", "height": class_map.shape[0], "width": class_map.shape[1]}
+        )
         for (x0, y0, x1, y1), category in zip(label["boxes"], label["labels"]):
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": classes.index(category) + 1,
-                                "bbox": [x0, y0, x1 - x0, y1 - y0]})  # fmt: skip
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": classes.index(category) + 1,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                }
+            )
     write_json(folder / ANNOTATIONS, {"images": images, "annotations": annotations, "categories": categories})
     return folder / ANNOTATIONS

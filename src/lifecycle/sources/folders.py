@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 
-from lifecycle.tasks.base import RawSample, Rejected
+from lifecycle.samples import RawSample, Rejected
 
 
 def class_folders(
@@ -27,7 +27,9 @@ def class_folders(
             reason = f"unknown class folder '{relative.parts[0]}' (expected one of {sorted(classes)})"
             yield Rejected(source, origin, reason, data, suffix)
         elif suffix not in suffixes:
-            yield Rejected(source, origin, f"unsupported file type '{suffix}' (expected {sorted(suffixes)})", data, suffix)
+            yield Rejected(
+                source, origin, f"unsupported file type '{suffix}' (expected {sorted(suffixes)})", data, suffix
+            )
         else:
             yield RawSample(data=data, suffix=suffix, label=relative.parts[0], source=source, origin=origin)
 
@@ -54,14 +56,21 @@ def tsv_labeled_files(root: Path, source: str) -> Iterator[RawSample | Rejected]
             if not tab:
                 yield Rejected(source, origin, f"no tab in row {number} of {LABELS_FILE} (expected path<TAB>text)")
             elif root.resolve() not in path.parents or not path.is_file():
-                yield Rejected(source, origin, f"{LABELS_FILE} row {number} names '{name}', which is not a file under {root}")
+                yield Rejected(
+                    source, origin, f"{LABELS_FILE} row {number} names '{name}', which is not a file under {root}"
+                )
             else:
                 listed.add(path)
-                yield RawSample(data=path.read_bytes(), suffix=path.suffix.lower(), label=label, source=source,
-                                origin=str(path))  # fmt: skip
+                yield RawSample(
+                    data=path.read_bytes(), suffix=path.suffix.lower(), label=label, source=source, origin=str(path)
+                )
     for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")):
         if path.resolve() not in listed:
-            reason = f"unlabeled: not listed in {labels_file}" if labels_file.is_file() else f"unlabeled: no {LABELS_FILE} in {root}"
+            reason = (
+                f"unlabeled: not listed in {labels_file}"
+                if labels_file.is_file()
+                else f"unlabeled: no {LABELS_FILE} in {root}"
+            )
             yield Rejected(source, str(path), reason, path.read_bytes(), path.suffix.lower())
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from lifecycle.imaging import encode_png
-from lifecycle.tasks.base import RawSample
+from lifecycle.samples import RawSample
 
 
 def mnist_digits(limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:

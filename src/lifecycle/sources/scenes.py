@@ -19,8 +19,9 @@ from PIL import Image
 from lifecycle.config import SplitConfig
 from lifecycle.imaging import encode_png
 from lifecycle.masks import encode_class_map
+from lifecycle.samples import RawSample
 from lifecycle.sources.mnist import mnist_digits
-from lifecycle.tasks.base import RawSample
+from lifecycle.splitting import SPLITS, split_of
 
 ALPHA_THRESHOLD = 0.5  # a pixel belongs to a digit where the digit covers at least half of it
 
@@ -58,13 +59,13 @@ class Scene:
 @cache  # the same digits every time; hashing 5,000 PNGs takes a second
 def source_digits(limit: int | None = None) -> tuple[SourceDigit, ...]:
     images, labels = mnist_digits(limit)
-    return tuple(SourceDigit(img, str(lbl), hashlib.sha256(encode_png(img)).hexdigest()) for img, lbl in zip(images, labels))
+    return tuple(
+        SourceDigit(img, str(lbl), hashlib.sha256(encode_png(img)).hexdigest()) for img, lbl in zip(images, labels)
+    )
 
 
 def split_digits(digits: Sequence[SourceDigit], cfg: SplitConfig) -> dict[str, list[SourceDigit]]:
-    from lifecycle.stages.split import split_of
-
-    pools: dict[str, list[SourceDigit]] = {"train": [], "val": [], "test": []}
+    pools: dict[str, list[SourceDigit]] = {split: [] for split in SPLITS}
     for digit in digits:
         pools[split_of(digit.digest, cfg)].append(digit)
     return pools
@@ -80,8 +81,13 @@ def background(size: int, rng: np.random.Generator) -> np.ndarray:
     image = start + (end - start) * ramp
     cells = int(rng.integers(3, 12))  # texture: smooth blobs from an upsampled coarse noise field
     coarse = rng.normal(0, 1, (cells, cells, 3)).astype(np.float32)
-    texture = np.stack([np.asarray(Image.fromarray(coarse[..., c], mode="F").resize((size, size), Image.BICUBIC))
-                        for c in range(3)], axis=-1)  # fmt: skip
+    texture = np.stack(
+        [
+            np.asarray(Image.fromarray(coarse[..., c], mode="F").resize((size, size), Image.Resampling.BICUBIC))
+            for c in range(3)
+        ],
+        axis=-1,
+    )
     image += texture * rng.uniform(5, 35)
     if rng.random() < 0.5:  # stripes of random frequency and direction
         theta, freq = rng.uniform(0, np.pi), rng.uniform(4, 16)
@@ -96,14 +102,16 @@ def digit_alpha(digit: SourceDigit, height: int) -> np.ndarray:
     rows, cols = np.nonzero(digit.pixels)
     crop = digit.pixels[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     width = max(1, round(crop.shape[1] * height / crop.shape[0]))
-    scaled = Image.fromarray(crop).resize((width, height), Image.BILINEAR)
+    scaled = Image.fromarray(crop).resize((width, height), Image.Resampling.BILINEAR)
     return np.asarray(scaled, dtype=np.float32) / 255.0
 
 
 def _contrasting_colour(under: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A colour at least ~100 grey levels away from the mean luminance of the background under the digit."""
     luminance = float(under.reshape(-1, 3).mean(0) @ np.array([0.299, 0.587, 0.114]))
-    target = rng.uniform(0, max(luminance - 100, 0)) if luminance > 127.5 else rng.uniform(min(luminance + 100, 255), 255)
+    target = (
+        rng.uniform(0, max(luminance - 100, 0)) if luminance > 127.5 else rng.uniform(min(luminance + 100, 255), 255)
+    )
     colour = rng.uniform(0, 255, 3)
     colour += target - float(colour @ np.array([0.299, 0.587, 0.114]))
     return np.clip(colour, 0, 255)
@@ -113,8 +121,9 @@ def _overlaps(box: Sequence[int], boxes: Sequence[Sequence[int]]) -> bool:
     return any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in boxes)
 
 
-def compose(pool: Sequence[SourceDigit], classes: Sequence[str], rng: np.random.Generator,
-            cfg: SceneConfig = SceneConfig()) -> Scene:  # fmt: skip
+def compose(
+    pool: Sequence[SourceDigit], classes: Sequence[str], rng: np.random.Generator, cfg: SceneConfig = SceneConfig()
+) -> Scene:
     """One scene from digits drawn out of `pool`; the class map numbers `classes` from 1."""
     size = cfg.size
     image = background(size, rng)
@@ -151,12 +160,14 @@ def compose(pool: Sequence[SourceDigit], classes: Sequence[str], rng: np.random.
         labels.append(digit.label)
         colours.append(colour)
         used.append(digit.digest)
-    return Scene(np.round(image).astype(np.uint8), boxes, labels, class_map, instances, coverage, colours, footprints,
-                 used)  # fmt: skip
+    return Scene(
+        np.round(image).astype(np.uint8), boxes, labels, class_map, instances, coverage, colours, footprints, used
+    )
 
 
-def _position(footprints: Sequence[Sequence[int]], shape: tuple[int, int], size: int, touch_share: float,
-              rng: np.random.Generator) -> tuple[int, int]:  # fmt: skip
+def _position(
+    footprints: Sequence[Sequence[int]], shape: tuple[int, int], size: int, touch_share: float, rng: np.random.Generator
+) -> tuple[int, int]:
     """Top-left corner for a digit footprint of `shape`: anywhere, or right against a placed footprint."""
     h, w = shape
     if footprints and rng.random() < touch_share:
@@ -171,12 +182,16 @@ def scene_label(scene: Scene, classes: Sequence[str]) -> dict:
     return {"boxes": scene.boxes, "labels": scene.labels, "mask": encode_class_map(scene.class_map, classes)}
 
 
-def scenes(count: int, split: SplitConfig, classes: Sequence[str], seed: int = 0, cfg: SceneConfig = SceneConfig(),
-           limit: int | None = None) -> Iterator[tuple[int, str, Scene]]:  # fmt: skip
+def scenes(
+    count: int,
+    split: SplitConfig,
+    classes: Sequence[str],
+    seed: int = 0,
+    cfg: SceneConfig = SceneConfig(),
+    limit: int | None = None,
+) -> Iterator[tuple[int, str, Scene]]:
     """(index, split, scene) for `count` scenes, each assigned a split by its index and composed from that split's
     source digits (the first `limit` embedded digits of the classes)."""
-    from lifecycle.stages.split import split_of
-
     pools = split_digits([d for d in source_digits(limit) if d.label in classes], split)
     for index in range(count):
         assigned = split_of(f"scene-{seed}-{index}", split)
@@ -184,8 +199,15 @@ def scenes(count: int, split: SplitConfig, classes: Sequence[str], seed: int = 0
             yield index, assigned, compose(pools[assigned], classes, np.random.default_rng([seed, index]), cfg)
 
 
-def embedded_scenes(count: int, split: SplitConfig, classes: Sequence[str], seed: int = 0,
-                    cfg: SceneConfig = SceneConfig()) -> Iterator[RawSample]:  # fmt: skip
+def embedded_scenes(
+    count: int, split: SplitConfig, classes: Sequence[str], seed: int = 0, cfg: SceneConfig = SceneConfig()
+) -> Iterator[RawSample]:
     for index, assigned, scene in scenes(count, split, classes, seed, cfg):
-        yield RawSample(data=encode_png(scene.image), suffix=".png", label=scene_label(scene, classes),
-                        source="embedded", origin=f"scene[{index}] seed {seed}", split=assigned)  # fmt: skip
+        yield RawSample(
+            data=encode_png(scene.image),
+            suffix=".png",
+            label=scene_label(scene, classes),
+            source="embedded",
+            origin=f"scene[{index}] seed {seed}",
+            split=assigned,
+        )

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lifecycle.tasks.base import RawSample
+from lifecycle.samples import RawSample
 
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "oh")
 COMMANDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
@@ -75,8 +75,16 @@ class Synthesizer:
 
         self.lib = ctypes.CDLL(espeakng_loader.get_library_path())
         self.lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-        self.lib.espeak_Synth.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
-                                          ctypes.c_uint, ctypes.c_uint, ctypes.POINTER(ctypes.c_uint), ctypes.c_void_p]  # fmt: skip
+        self.lib.espeak_Synth.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.POINTER(ctypes.c_uint),
+            ctypes.c_void_p,
+        ]
         self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         # Without the data path libespeak-ng calls exit(1), killing the process with no exception.
         rate = self.lib.espeak_Initialize(_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(), 0)
@@ -105,12 +113,17 @@ class Synthesizer:
         return np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.int16)
 
 
-def random_words(rng: np.random.Generator, vocabulary: Sequence[str] = VOCABULARY, prosody: Prosody = Prosody()) -> list[str]:
+def random_words(
+    rng: np.random.Generator, vocabulary: Sequence[str] = VOCABULARY, prosody: Prosody = Prosody()
+) -> list[str]:
     """1-6 words of `vocabulary`: a digit string (a PIN, a phone number, `oh` for zero now and then) 40 % of the
     time, commands 30 %, a mix 30 %."""
     n = int(rng.integers(prosody.min_words, prosody.max_words + 1))
-    kinds = [(0.4, [w for w in vocabulary if w in DIGITS]), (0.3, [w for w in vocabulary if w not in DIGITS]),
-             (0.3, list(vocabulary))]  # fmt: skip
+    kinds = [
+        (0.4, [w for w in vocabulary if w in DIGITS]),
+        (0.3, [w for w in vocabulary if w not in DIGITS]),
+        (0.3, list(vocabulary)),
+    ]
     kinds = [(weight, pool) for weight, pool in kinds if pool]
     weights = np.array([weight for weight, _ in kinds])
     pool = kinds[int(rng.choice(len(kinds), p=weights / weights.sum()))][1]
@@ -127,15 +140,22 @@ class Utterance:
     tail_s: float
 
 
-def plan_utterances(count: int, voices: Sequence[str], seed: int, prosody: Prosody = Prosody(),
-                    vocabulary: Sequence[str] = VOCABULARY) -> list[Utterance]:  # fmt: skip
+def plan_utterances(
+    count: int, voices: Sequence[str], seed: int, prosody: Prosody = Prosody(), vocabulary: Sequence[str] = VOCABULARY
+) -> list[Utterance]:
     """`count` utterances spread evenly over `voices`, everything else drawn from `seed`."""
     rng = np.random.default_rng(seed)
-    return [Utterance(" ".join(random_words(rng, vocabulary, prosody)), voices[i % len(voices)],
-                      int(rng.integers(prosody.min_rate, prosody.max_rate + 1)),
-                      int(rng.integers(prosody.min_pitch, prosody.max_pitch + 1)),
-                      float(rng.uniform(0.05, prosody.max_pad_s)), float(rng.uniform(0.05, prosody.max_pad_s)))
-            for i in range(count)]  # fmt: skip
+    return [
+        Utterance(
+            " ".join(random_words(rng, vocabulary, prosody)),
+            voices[i % len(voices)],
+            int(rng.integers(prosody.min_rate, prosody.max_rate + 1)),
+            int(rng.integers(prosody.min_pitch, prosody.max_pitch + 1)),
+            float(rng.uniform(0.05, prosody.max_pad_s)),
+            float(rng.uniform(0.05, prosody.max_pad_s)),
+        )
+        for i in range(count)
+    ]
 
 
 _WORKER: Synthesizer | None = None
@@ -161,20 +181,35 @@ def synthesize(utterance: Utterance, synthesizer: Synthesizer | None = None) -> 
     return encode_wav(np.concatenate([lead, speech, tail]), ESPEAK_RATE)
 
 
-def synthesized_utterances(count: int, voices: Mapping[str, Sequence[str]], shares: Mapping[str, float], seed: int,
-                           prosody: Prosody = Prosody(), workers: int = 0,
-                           vocabulary: Sequence[str] = VOCABULARY) -> Iterator[RawSample]:  # fmt: skip
+def synthesized_utterances(
+    count: int,
+    voices: Mapping[str, Sequence[str]],
+    shares: Mapping[str, float],
+    seed: int,
+    prosody: Prosody = Prosody(),
+    workers: int = 0,
+    vocabulary: Sequence[str] = VOCABULARY,
+) -> Iterator[RawSample]:
     """`count` utterances, each split's share spoken by that split's voices, the voice as the sample's group and
     its split decided here. `workers` processes synthesize (0: one per CPU core); the result does not depend on
     how many."""
     plans = []
     for k, (split, names) in enumerate(sorted(voices.items())):
-        for i, u in enumerate(plan_utterances(round(count * shares[split]), names, seed * 1000 + k, prosody, vocabulary)):
+        for i, u in enumerate(
+            plan_utterances(round(count * shares[split]), names, seed * 1000 + k, prosody, vocabulary)
+        ):
             plans.append((split, i, u))
     processes = workers or len(os.sched_getaffinity(0))
     context = multiprocessing.get_context("spawn")  # forking a process that has started torch's threads can hang
     with context.Pool(processes, initializer=_start_worker) as pool:
         audio = pool.imap(synthesize, [u for _, _, u in plans], chunksize=16)
         for (split, i, u), data in zip(plans, audio):
-            yield RawSample(data=data, suffix=".wav", label=u.text, source="embedded", group=u.voice, split=split,
-                            origin=f"synthesized:{split}:{i}:{u.voice}:rate={u.rate}:pitch={u.pitch}")  # fmt: skip
+            yield RawSample(
+                data=data,
+                suffix=".wav",
+                label=u.text,
+                source="embedded",
+                group=u.voice,
+                split=split,
+                origin=f"synthesized:{split}:{i}:{u.voice}:rate={u.rate}:pitch={u.pitch}",
+            )

@@ -15,11 +15,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from lifecycle.tasks.base import RawSample
+from lifecycle.samples import RawSample
 
 DEFAULT_CHARSET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,:;-'!?()/&%#"
 PILLOW_FAMILY = "Pillow"  # Pillow's built-in font (Aileron Regular), scalable since Pillow 10.1
@@ -58,7 +59,7 @@ class FontFace:
 
     def load(self, size: int) -> ImageFont.FreeTypeFont:
         if self.path is None:
-            return ImageFont.load_default(size)
+            return cast(ImageFont.FreeTypeFont, ImageFont.load_default(size))  # FreeType is available
         return ImageFont.truetype(str(self.path), size)
 
 
@@ -145,15 +146,23 @@ def _number(rng: np.random.Generator, charset: str) -> str:
 def _date(rng: np.random.Generator, charset: str) -> str:
     y, m, d = int(rng.integers(1950, 2040)), int(rng.integers(1, 13)), int(rng.integers(1, 29))
     hh, mm = int(rng.integers(0, 24)), int(rng.integers(0, 60))
-    forms = (f"{y}-{m:02d}-{d:02d}", f"{d:02d}/{m:02d}/{y}", f"{d} {MONTHS[m - 1]} {y}", f"{hh:02d}:{mm:02d}",
-             f"{MONTHS[m - 1]} {d}, {y}", f"{y}-{m:02d}-{d:02d} {hh:02d}:{mm:02d}")  # fmt: skip
+    forms = (
+        f"{y}-{m:02d}-{d:02d}",
+        f"{d:02d}/{m:02d}/{y}",
+        f"{d} {MONTHS[m - 1]} {y}",
+        f"{hh:02d}:{mm:02d}",
+        f"{MONTHS[m - 1]} {d}, {y}",
+        f"{y}-{m:02d}-{d:02d} {hh:02d}:{mm:02d}",
+    )
     return forms[int(rng.integers(0, len(forms)))]
 
 
 def _code(rng: np.random.Generator, charset: str) -> str:
     upper = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-    parts = ["".join(rng.choice(list(upper), size=int(rng.integers(1, 4)))),
-             "".join(rng.choice(list("0123456789"), size=int(rng.integers(2, 7))))]  # fmt: skip
+    parts = [
+        "".join(rng.choice(list(upper), size=int(rng.integers(1, 4)))),
+        "".join(rng.choice(list("0123456789"), size=int(rng.integers(2, 7)))),
+    ]
     if rng.random() < 0.5:
         parts.append("".join(rng.choice(list(upper + "0123456789"), size=int(rng.integers(1, 4)))))
     return str(rng.choice(["", "#"])) + str(rng.choice(["-", "/", "", " "])).join(parts)
@@ -182,7 +191,7 @@ def _text_coverage(text: str, font: ImageFont.FreeTypeFont, spacing: float, stro
     """The text's ink as an L image, the font's line box high and the text's advance wide, and the margin
     around both."""
     ascent, descent = font.getmetrics()
-    margin = font.size // 2 + stroke
+    margin = cast(int, font.size) // 2 + stroke  # loaded with an int size
     advances = [font.getlength(c) + spacing for c in text]
     width = int(sum(advances) - spacing + 2 * margin) + 1 if spacing else int(font.getlength(text) + 2 * margin) + 1
     canvas = Image.new("L", (max(width, 2 * margin + 1), ascent + descent + 2 * margin), 0)
@@ -200,17 +209,27 @@ def _text_coverage(text: str, font: ImageFont.FreeTypeFont, spacing: float, stro
 def _warp(coverage: Image.Image, margin: int, rng: np.random.Generator, style: LineStyle) -> Image.Image:
     """Rotate slightly, skew in perspective, then crop: the ink's columns plus a little, the line box's rows."""
     if style.max_rotation:
-        coverage = coverage.rotate(float(rng.uniform(-style.max_rotation, style.max_rotation)), Image.BICUBIC)
+        coverage = coverage.rotate(
+            float(rng.uniform(-style.max_rotation, style.max_rotation)), Image.Resampling.BICUBIC
+        )
     if style.max_perspective:
         w, h = coverage.size
         d = style.max_perspective * h
-        corners = [(float(x + rng.uniform(-d, d)), float(y + rng.uniform(-d, d))) for x, y in ((0, 0), (0, h), (w, h), (w, 0))]
-        coverage = coverage.transform(coverage.size, Image.QUAD, [c for xy in corners for c in xy], Image.BICUBIC)
+        corners = [
+            (float(x + rng.uniform(-d, d)), float(y + rng.uniform(-d, d))) for x, y in ((0, 0), (0, h), (w, h), (w, 0))
+        ]
+        coverage = coverage.transform(
+            coverage.size, Image.Transform.QUAD, [c for xy in corners for c in xy], Image.Resampling.BICUBIC
+        )
     ink = coverage.getbbox() or (0, 0, coverage.width, coverage.height)
     pad_x = [int(rng.integers(1, max(2, margin // 2 + 1))) for _ in range(2)]
     pad_y = [int(rng.integers(0, max(1, margin // 3 + 1))) for _ in range(2)]
-    box = (max(0, ink[0] - pad_x[0]), max(0, margin - pad_y[0]), min(coverage.width, ink[2] + pad_x[1]),
-           min(coverage.height, coverage.height - margin + pad_y[1]))  # fmt: skip
+    box = (
+        max(0, ink[0] - pad_x[0]),
+        max(0, margin - pad_y[0]),
+        min(coverage.width, ink[2] + pad_x[1]),
+        min(coverage.height, coverage.height - margin + pad_y[1]),
+    )
     return coverage.crop(box)
 
 
@@ -222,7 +241,9 @@ def _composite(coverage: Image.Image, rng: np.random.Generator) -> Image.Image:
     paper = float(rng.uniform(150, 255))
     ground = paper - rng.uniform(0, 40) * (ramp if rng.random() < 0.5 else ramp[:, ::-1])
     coarse = rng.normal(0, 1, (3, max(2, w // 16))).astype(np.float32)
-    ground += np.asarray(Image.fromarray(coarse, mode="F").resize((w, h), Image.BICUBIC)) * rng.uniform(0, 12)
+    ground += np.asarray(Image.fromarray(coarse, mode="F").resize((w, h), Image.Resampling.BICUBIC)) * rng.uniform(
+        0, 12
+    )
     ink = float(rng.uniform(0, max(1.0, paper - 90)))
     if rng.random() < 0.2:  # light text on a dark ground
         ground, ink = 255 - ground, 255 - ink
@@ -240,8 +261,14 @@ def encode_line(pixels: np.ndarray, rng: np.random.Generator, style: LineStyle =
     return buf.getvalue(), ".png"
 
 
-def rendered_lines(count: int, families: Mapping[str, Sequence[str]], shares: Mapping[str, float], charset: str,
-                   seed: int, style: LineStyle = LineStyle()) -> Iterator[RawSample]:  # fmt: skip
+def rendered_lines(
+    count: int,
+    families: Mapping[str, Sequence[str]],
+    shares: Mapping[str, float],
+    charset: str,
+    seed: int,
+    style: LineStyle = LineStyle(),
+) -> Iterator[RawSample]:
     """`count` lines, each split's share rendered in that split's families (faces drawn evenly), the family as
     the sample's group and its split decided here."""
     faces = text_faces()
@@ -253,5 +280,12 @@ def rendered_lines(count: int, families: Mapping[str, Sequence[str]], shares: Ma
             face = pool[i % len(pool)]
             text = random_text(rng, charset, style)
             data, suffix = encode_line(render_line(text, face, rng, style), rng, style)
-            yield RawSample(data=data, suffix=suffix, label=text, source="embedded", group=face.family, split=split,
-                            origin=f"rendered:{split}:{i}:{face.family}:{face.style}")  # fmt: skip
+            yield RawSample(
+                data=data,
+                suffix=suffix,
+                label=text,
+                source="embedded",
+                group=face.family,
+                split=split,
+                origin=f"rendered:{split}:{i}:{face.family}:{face.style}",
+            )

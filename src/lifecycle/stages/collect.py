@@ -16,7 +16,9 @@ from typing import Any
 
 from lifecycle.atomic import read_jsonl, write_bytes, write_json, write_jsonl
 from lifecycle.paths import TaskPaths
-from lifecycle.tasks.base import InvalidSample, RawSample, Rejected, Task
+from lifecycle.samples import InvalidSample, RawSample, Rejected
+from lifecycle.tasks import Task
+from lifecycle.tasks.parts import Source
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +36,11 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def collect(task: Task, paths: TaskPaths) -> CollectSummary:
+def run(task: Task, paths: TaskPaths) -> CollectSummary:
+    return collect(task.source, paths)
+
+
+def collect(source: Source, paths: TaskPaths) -> CollectSummary:
     manifest = {row["sample_id"]: row for row in read_jsonl(paths.raw_manifest)}
     quarantine = read_jsonl(paths.quarantine)
     quarantined_keys = {(q["sha256"], q["origin"], q["reason"]) for q in quarantine}
@@ -53,13 +59,20 @@ def collect(task: Task, paths: TaskPaths) -> CollectSummary:
             stored = f"quarantine/{digest}{candidate.suffix}"
             if not (paths.raw / stored).exists():
                 write_bytes(paths.raw / stored, candidate.data)
-        quarantine.append({"sha256": digest, "origin": candidate.origin, "source": candidate.source,
-                           "reason": candidate.reason, "path": stored})  # fmt: skip
+        quarantine.append(
+            {
+                "sha256": digest,
+                "origin": candidate.origin,
+                "source": candidate.source,
+                "reason": candidate.reason,
+                "path": stored,
+            }
+        )
         quarantined_keys.add(key)
         new_quarantined += 1
         log.warning("quarantined %s: %s", candidate.origin, candidate.reason)
 
-    for candidate in task.collect(paths.incoming):
+    for candidate in source.collect(paths.incoming):
         if isinstance(candidate, Rejected):
             reject(candidate)
             continue
@@ -69,11 +82,16 @@ def collect(task: Task, paths: TaskPaths) -> CollectSummary:
         known = manifest.get(digest)
         if known is not None:
             if known["label"] != candidate.label:
-                reject(_as_rejected(candidate, f"conflicting label {candidate.label!r}: the same content was "
-                                               f"collected earlier as {known['label']!r} from {known['origin']}"))  # fmt: skip
+                reject(
+                    _as_rejected(
+                        candidate,
+                        f"conflicting label {candidate.label!r}: the same content was "
+                        f"collected earlier as {known['label']!r} from {known['origin']}",
+                    )
+                )
             continue
         try:
-            meta = task.inspect(candidate.data, candidate.label)
+            meta = source.inspect(candidate.data, candidate.label)
         except InvalidSample as e:
             reject(_as_rejected(candidate, str(e)))
             continue

@@ -18,14 +18,14 @@ from lifecycle import registry
 from lifecycle.atomic import read_jsonl, write_json, write_text
 from lifecycle.config import ConfigError
 from lifecycle.data import rows_of_split
+from lifecycle.devices import resolve_device
 from lifecycle.models import IncompatibleModel, load_model
 from lifecycle.monitoring import REFERENCE
 from lifecycle.paths import TaskPaths
 from lifecycle.reporting import read_json
 from lifecycle.serving import Predictor
 from lifecycle.stages.evaluate import metric_values, predict_rows
-from lifecycle.tasks.base import Task
-from lifecycle.trainer import resolve_device
+from lifecycle.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -63,23 +63,29 @@ def production_metric(task: Task, stored: registry.StoredModel, paths: TaskPaths
     model_task, model, _ = load_model(stored.model_file, device)
     rows = rows_of_split(paths.split_manifest, "test")
     _, values, _ = predict_rows(model_task, model, rows, paths, device, task.cfg.evaluate.batch_size)
-    return metric_values(model_task, values)[0][task.primary_metric]
+    return metric_values(model_task.source, values)[0][task.goal.metric]
 
 
 def serving_check(task: Task, stored: registry.StoredModel, paths: TaskPaths) -> dict[str, Any]:
     """Load the stored candidate as the service does and compare its answers with the offline predictions."""
-    offline = {row["sample_id"]: row["prediction"] for row in read_jsonl(paths.reports("evaluate") / "predictions.jsonl")}
+    offline = {
+        row["sample_id"]: row["prediction"] for row in read_jsonl(paths.reports("evaluate") / "predictions.jsonl")
+    }
     rows = [r for r in rows_of_split(paths.split_manifest, "test") if r["sample_id"] in offline]
     sample = random.Random(0).sample(rows, min(task.cfg.promote.serving_check_samples, len(rows)))
     predictor = Predictor.from_store(stored, task.cfg.train.device)
-    served = predictor.predict([predictor.task.load_input(paths.raw / row["path"]) for row in sample])
+    served = predictor.predict([predictor.task.codec.load_input(paths.raw / row["path"]) for row in sample])
     mismatches = []
-    for row, answer in zip(sample, served):
+    for row, answer in zip(sample, served, strict=True):
         expected = offline[row["sample_id"]]
         if not _same(answer, expected, task.cfg.promote.tolerance):
             mismatches.append({"sample_id": row["sample_id"], "served": answer, "offline": expected})
-    return {"passed": not mismatches and len(sample) > 0, "checked": len(sample), "mismatches": mismatches[:5],
-            "mismatch_count": len(mismatches)}  # fmt: skip
+    return {
+        "passed": not mismatches and len(sample) > 0,
+        "checked": len(sample),
+        "mismatches": mismatches[:5],
+        "mismatch_count": len(mismatches),
+    }
 
 
 def _same(a: Any, b: Any, tolerance: float) -> bool:
@@ -110,11 +116,15 @@ def provenance(paths: TaskPaths) -> dict[str, Any]:
     }
 
 
+def run(task: Task, paths: TaskPaths) -> dict[str, Any]:
+    return promote(task, paths)
+
+
 def promote(task: Task, paths: TaskPaths) -> dict[str, Any]:
     metrics = read_json(paths.reports("evaluate") / "metrics.json")
     if not metrics:
         raise FileNotFoundError(f"{paths.reports('evaluate') / 'metrics.json'}: run the evaluate stage first")
-    primary = task.primary_metric
+    primary = task.goal.metric
     candidate_metric = metrics[primary]
     decision = Decision(task.name, False, candidate={k: v for k, v in metrics.items() if isinstance(v, float)})
     decision.reasons += threshold_failures(task, metrics)
@@ -128,7 +138,7 @@ def promote(task: Task, paths: TaskPaths) -> dict[str, Any]:
             decision.notes.append(f"production model {current.tag} not re-measured: {e}")
             log.warning("%s", decision.notes[-1])
     if current is not None and decision.production_metric is not None:
-        gain = (candidate_metric - decision.production_metric) * (1 if task.higher_is_better else -1)
+        gain = task.goal.gain(candidate_metric, decision.production_metric)
         if gain < task.cfg.promote.min_delta or (gain == 0 and task.cfg.promote.min_delta == 0):
             decision.reasons.append(
                 f"test {primary} {candidate_metric:.4f} does not beat production {current.tag} "
@@ -138,8 +148,11 @@ def promote(task: Task, paths: TaskPaths) -> dict[str, Any]:
     if not decision.reasons:
         # BentoML metadata takes no nulls: the params travel as JSON text, unknown provenance as "".
         trained = load_model(paths.model)[0].cfg  # params.yaml with the tuned values the model was trained with
-        info = {"metrics": decision.candidate, "params": json.dumps(trained.model_dump(mode="json", by_alias=True)),
-                **{k: "" if v is None else v for k, v in provenance(paths).items()}}  # fmt: skip
+        info = {
+            "metrics": decision.candidate,
+            "params": json.dumps(trained.model_dump(mode="json", by_alias=True)),
+            **{k: "" if v is None else v for k, v in provenance(paths).items()},
+        }
         reference = paths.reports("evaluate") / REFERENCE
         stored = registry.store_candidate(task.name, paths.model, info, (reference,) if reference.exists() else ())
         decision.stored_as = stored.tag
@@ -164,10 +177,14 @@ def summarize(decision: Decision, primary: str, candidate_metric: float) -> str:
     if decision.production_before is None:
         return f"promoted {decision.stored_as} (test {primary} {candidate_metric:.4f}): first production model"
     if decision.production_metric is None:
-        return (f"promoted {decision.stored_as} (test {primary} {candidate_metric:.4f}) over {decision.production_before}, "
-                "which this code cannot load (see notes), now archived")  # fmt: skip
-    return (f"promoted {decision.stored_as}: test {primary} {candidate_metric:.4f} beats "
-            f"{decision.production_before} ({decision.production_metric:.4f}), now archived")  # fmt: skip
+        return (
+            f"promoted {decision.stored_as} (test {primary} {candidate_metric:.4f}) over {decision.production_before}, "
+            "which this code cannot load (see notes), now archived"
+        )
+    return (
+        f"promoted {decision.stored_as}: test {primary} {candidate_metric:.4f} beats "
+        f"{decision.production_before} ({decision.production_metric:.4f}), now archived"
+    )
 
 
 def write_report(decision: Decision, out_dir: Path) -> None:
@@ -175,12 +192,22 @@ def write_report(decision: Decision, out_dir: Path) -> None:
     metrics = "\n".join(f"| {k} | {v:.4f} |" for k, v in decision.candidate.items())
     check = decision.serving_check
     lines = [
-        f"# {decision.task}: {'PROMOTED' if decision.promoted else 'NOT PROMOTED'}", "", decision.summary, "",
-        "| candidate test metric | value |", "|---|---|", metrics, "",
+        f"# {decision.task}: {'PROMOTED' if decision.promoted else 'NOT PROMOTED'}",
+        "",
+        decision.summary,
+        "",
+        "| candidate test metric | value |",
+        "|---|---|",
+        metrics,
+        "",
         f"Production before: {decision.production_before or 'none'}"
-        + (f" (primary metric on this test set: {decision.production_metric:.4f})" if decision.production_metric is not None else ""),
+        + (
+            f" (primary metric on this test set: {decision.production_metric:.4f})"
+            if decision.production_metric is not None
+            else ""
+        ),
         f"Serving check: {'passed' if check.get('passed') else 'failed' if check else 'not run'}"
         + (f", {check['checked']} inputs, {check['mismatch_count']} mismatches" if check else ""),
         *(f"Note: {note}" for note in decision.notes),
-    ]  # fmt: skip
+    ]
     write_text(out_dir / "decision.md", "\n".join(lines) + "\n")

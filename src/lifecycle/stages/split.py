@@ -3,33 +3,26 @@ so adding data never moves an existing sample to another split."""
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter, defaultdict
 from typing import Any
 
 from lifecycle.atomic import read_jsonl, write_json, write_jsonl
 from lifecycle.config import SplitConfig
-from lifecycle.data import SPLITS
 from lifecycle.paths import TaskPaths
-from lifecycle.tasks.base import Task
+from lifecycle.splitting import SPLITS, split_of
+from lifecycle.tasks import Task
+from lifecycle.tasks.parts import Source
 
 
 class SplitLeakError(RuntimeError):
     """Identical content (or one group) landed in more than one split."""
 
 
-def split_of(key: str, cfg: SplitConfig) -> str:
-    """A deterministic split for a key: its hash, read as a number in [0, 1), against the cumulative ratios."""
-    position = int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:15], 16) / 16**15
-    if position < cfg.train:
-        return "train"
-    return "val" if position < cfg.train + cfg.val else "test"
-
-
 def assign_splits(rows: list[dict[str, Any]], cfg: SplitConfig) -> list[dict[str, Any]]:
     """Each row's split: the one its source decided (`source_split`), else the hash of its group or content."""
-    return [{**row, "split": row.get("source_split") or split_of(row.get("group") or row["sample_id"], cfg)}
-            for row in rows]
+    return [
+        {**row, "split": row.get("source_split") or split_of(row.get("group") or row["sample_id"], cfg)} for row in rows
+    ]
 
 
 def check_no_leak(rows: list[dict[str, Any]]) -> None:
@@ -44,8 +37,12 @@ def check_no_leak(rows: list[dict[str, Any]]) -> None:
             raise SplitLeakError(f"{len(leaks)} {key}(s) landed in more than one split: {examples}")
 
 
-def split(task: Task, paths: TaskPaths) -> dict[str, Any]:
-    rows = assign_splits(read_jsonl(paths.raw_manifest), task.cfg.split)
+def run(task: Task, paths: TaskPaths) -> dict[str, Any]:
+    return split(task.source, task.cfg.split, paths)
+
+
+def split(source: Source, cfg: SplitConfig, paths: TaskPaths) -> dict[str, Any]:
+    rows = assign_splits(read_jsonl(paths.raw_manifest), cfg)
     check_no_leak(rows)
     counts = Counter(row["split"] for row in rows)
     empty = [s for s in SPLITS if counts[s] == 0]
@@ -53,9 +50,9 @@ def split(task: Task, paths: TaskPaths) -> dict[str, Any]:
         raise ValueError(f"split(s) {empty} would be empty with {len(rows)} samples; collect more data")
     write_jsonl(paths.split_manifest, rows)
     summary: dict[str, Any] = {"samples": len(rows), **{s: counts[s] for s in SPLITS}}
-    if task.label_set() is not None:
+    if source.label_set() is not None:
         summary["classes"] = {
-            s: dict(sorted(Counter(c for r in rows if r["split"] == s for c in task.classes_of(r["label"])).items()))
+            s: dict(sorted(Counter(c for r in rows if r["split"] == s for c in source.classes_of(r["label"])).items()))
             for s in SPLITS
         }
     write_json(paths.reports("split") / "summary.json", summary)

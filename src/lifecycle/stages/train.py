@@ -7,7 +7,7 @@ import json
 import logging
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ from lifecycle.config import load_overrides, with_overrides
 from lifecycle.data import ManifestDataset, make_loader, rows_of_split
 from lifecycle.models import save_model
 from lifecycle.paths import TaskPaths
-from lifecycle.tasks.base import Task
+from lifecycle.tasks import Task
 from lifecycle.trainer import EpochLog, Trainer
 
 log = logging.getLogger(__name__)
@@ -45,12 +45,18 @@ def run_fingerprint(task: Task, paths: TaskPaths) -> str:
 
 def build_loaders(task: Task, paths: TaskPaths) -> tuple[DataLoader, DataLoader]:
     """Train (shuffled, augmented) and validation loaders over the split manifest."""
-    cfg = task.cfg.train
-    train_set = ManifestDataset(task, rows_of_split(paths.split_manifest, "train"), paths.raw, train=True)
-    val_set = ManifestDataset(task, rows_of_split(paths.split_manifest, "val"), paths.raw, train=False)
-    train_loader = make_loader(task, train_set, cfg.batch_size, shuffle=True, num_workers=cfg.num_workers, seed=cfg.seed)
-    val_loader = make_loader(task, val_set, task.cfg.evaluate.batch_size, shuffle=False, num_workers=cfg.num_workers)
+    cfg, codec = task.cfg.train, task.codec
+    train_set = ManifestDataset(codec, rows_of_split(paths.split_manifest, "train"), paths.raw, train=True)
+    val_set = ManifestDataset(codec, rows_of_split(paths.split_manifest, "val"), paths.raw, train=False)
+    train_loader = make_loader(
+        codec, train_set, cfg.batch_size, shuffle=True, num_workers=cfg.num_workers, seed=cfg.seed
+    )
+    val_loader = make_loader(codec, val_set, task.cfg.evaluate.batch_size, shuffle=False, num_workers=cfg.num_workers)
     return train_loader, val_loader
+
+
+def run(task: Task, paths: TaskPaths) -> dict[str, Any]:
+    return train(task, paths)
 
 
 def train(task: Task, paths: TaskPaths) -> dict[str, Any]:
@@ -58,17 +64,19 @@ def train(task: Task, paths: TaskPaths) -> dict[str, Any]:
     from dvclive import Live
 
     tuned = load_overrides(paths.tuned)
-    task = type(task)(with_overrides(task.cfg, tuned))
+    task = task.with_config(with_overrides(task.cfg, tuned))
     cfg = task.cfg.train
     seed_everything(cfg.seed)
     train_loader, val_loader = build_loaders(task, paths)
-    train_set, val_set = train_loader.dataset, val_loader.dataset
-    model = task.build_model()
+    train_set, val_set = cast(ManifestDataset, train_loader.dataset), cast(ManifestDataset, val_loader.dataset)
+    model = task.network.build()
     report_dir = paths.reports("train")
     with torch.random.fork_rng():  # the preview must not shift the training run's random stream
-        task.preview([train_set[i] for i in range(min(PREVIEW_SAMPLES, len(train_set)))], report_dir / "augmented.png")
+        task.reports.preview(
+            [train_set[i] for i in range(min(PREVIEW_SAMPLES, len(train_set)))], report_dir / "augmented.png"
+        )
 
-    trainer = Trainer(task, cfg, paths.checkpoint, run_fingerprint(task, paths))
+    trainer = Trainer(task.network, task.goal, cfg, paths.checkpoint, run_fingerprint(task, paths), task.name)
     with Live(dir=str(report_dir / "live"), save_dvc_exp=False, dvcyaml=None) as live:
 
         def log_epoch(entry: EpochLog) -> None:
@@ -84,7 +92,7 @@ def train(task: Task, paths: TaskPaths) -> dict[str, Any]:
         result = trainer.fit(model, train_loader, val_loader, on_epoch=log_epoch)
 
     summary = {
-        f"best_val_{task.primary_metric}": result.best_metric,
+        f"best_val_{task.goal.metric}": result.best_metric,
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
         "stopped_early": result.stopped_early,
@@ -96,6 +104,6 @@ def train(task: Task, paths: TaskPaths) -> dict[str, Any]:
         "samples_per_second": float(np.median([h.samples_per_second for h in result.history])),
         "tuned": tuned,
     }
-    save_model(paths.model, task, result.best_state_dict, {**summary, "primary_metric": task.primary_metric})
+    save_model(paths.model, task, result.best_state_dict, {**summary, "primary_metric": task.goal.metric})
     write_json(report_dir / "summary.json", summary)
     return summary

@@ -15,19 +15,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import yaml
 from prefect import flow, get_run_logger, task
 from prefect.futures import wait
 
 from lifecycle.atomic import atomic_path, write_json, write_text
-from lifecycle.config import task_schema, value_at, with_overrides
+from lifecycle.config import value_at, with_overrides
 from lifecycle.paths import TaskPaths
 from lifecycle.stages.train import build_loaders, fingerprint, run_fingerprint, seed_everything
-from lifecycle.tasks import get_task
-from lifecycle.tasks.base import Task
+from lifecycle.tasks import Task, build_task
 from lifecycle.trainer import Trainer
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 TUNED_HEADER = "# Written by `lifecycle tune`; the train stage applies `overrides` over params.yaml.\n"
@@ -43,7 +45,7 @@ class Search:
     study_name: str
 
     def build_task(self) -> Task:
-        return get_task(self.task)(task_schema(self.task).model_validate(self.config))
+        return build_task(self.task, self.config)
 
     @property
     def paths(self) -> TaskPaths:
@@ -53,8 +55,11 @@ class Search:
 def study_name(task: Task, paths: TaskPaths) -> str:
     """Same search definition, model/train settings and data -> same study (resumed or extended)."""
     cfg = task.cfg
-    definition = {"tune": cfg.tune.fingerprint_fields(), "model": cfg.model.model_dump(mode="json"),
-                  "train": cfg.train.model_dump(mode="json")}  # fmt: skip
+    definition = {
+        "tune": cfg.tune.fingerprint_fields(),
+        "model": cfg.model.model_dump(mode="json"),
+        "train": cfg.train.model_dump(mode="json"),
+    }
     return f"{task.name}-{fingerprint(definition, paths.split_manifest)[:12]}"
 
 
@@ -64,7 +69,8 @@ def open_study(search: Search, task: Task, worker: int = 0, create: bool = False
     cfg = task.cfg.tune
     search.paths.study.parent.mkdir(parents=True, exist_ok=True)
     storage = optuna.storages.RDBStorage(
-        f"sqlite:///{search.paths.study}", engine_kwargs={"connect_args": {"timeout": 60}}  # parallel writers wait
+        f"sqlite:///{search.paths.study}",
+        engine_kwargs={"connect_args": {"timeout": 60}},  # parallel writers wait
     )
     sampler = optuna.samplers.TPESampler(
         seed=cfg.seed + worker, n_startup_trials=cfg.sampler_startup_trials, constant_liar=True
@@ -72,10 +78,16 @@ def open_study(search: Search, task: Task, worker: int = 0, create: bool = False
     pruner = optuna.pruners.MedianPruner(
         n_startup_trials=cfg.pruner_startup_trials, n_warmup_steps=cfg.pruner_warmup_epochs
     )
-    direction = "maximize" if task.higher_is_better else "minimize"
+    direction = task.goal.direction
     if create:
-        return optuna.create_study(storage=storage, study_name=search.study_name, direction=direction,
-                                   sampler=sampler, pruner=pruner, load_if_exists=True)  # fmt: skip
+        return optuna.create_study(
+            storage=storage,
+            study_name=search.study_name,
+            direction=direction,
+            sampler=sampler,
+            pruner=pruner,
+            load_if_exists=True,
+        )
     return optuna.load_study(study_name=search.study_name, storage=storage, sampler=sampler, pruner=pruner)
 
 
@@ -131,10 +143,12 @@ def run_trial(search: Search, index: int) -> dict[str, Any]:
     with exclusive(search.paths.study.with_suffix(".lock")):  # SQLite ignores Optuna's row locks
         trial = study.ask({key: dim.distribution() for key, dim in base.cfg.tune.space.items()})
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-    trial_cfg = with_overrides(base.cfg, {**trial.params, "train.epochs": base.cfg.tune.epochs, "train.progress": False})
+    trial_cfg = with_overrides(
+        base.cfg, {**trial.params, "train.epochs": base.cfg.tune.epochs, "train.progress": False}
+    )
     started = time.perf_counter()
     try:
-        value = fit_trial(type(base)(trial_cfg), search.paths, trial)
+        value = fit_trial(base.with_config(trial_cfg), search.paths, trial)
     except optuna.TrialPruned as pruned:
         study.tell(trial, state=TrialState.PRUNED)
         get_run_logger().info("trial %d pruned (%s): %s", trial.number, pruned, trial.params)
@@ -145,7 +159,7 @@ def run_trial(search: Search, index: int) -> dict[str, Any]:
         raise
     trial.set_user_attr("seconds", round(time.perf_counter() - started, 1))
     study.tell(trial, value)
-    get_run_logger().info("trial %d: val %s %.4f with %s", trial.number, base.primary_metric, value, trial.params)
+    get_run_logger().info("trial %d: val %s %.4f with %s", trial.number, base.goal.metric, value, trial.params)
     return {"number": trial.number, "state": "COMPLETE", "value": value, "params": trial.params}
 
 
@@ -161,15 +175,16 @@ def fit_trial(task: Task, paths: TaskPaths, trial: Any) -> float:
     checkpoint = paths.trial_checkpoints / f"trial-{trial.user_attrs.get('retry_of', trial.number)}.pt"
 
     def report(entry: Any) -> None:
-        value = entry.val_metrics[task.primary_metric]
+        value = entry.val_metrics[task.goal.metric]
         trial.report(value, entry.epoch)
         if trial.should_prune():
-            raise optuna.TrialPruned(f"val {task.primary_metric} {value:.4f} at epoch {entry.epoch} is worse than the median of earlier trials")
+            raise optuna.TrialPruned(
+                f"val {task.goal.metric} {value:.4f} at epoch {entry.epoch} is worse than the median of earlier trials"
+            )
 
     try:
-        result = Trainer(task, task.cfg.train, checkpoint, fingerprint).fit(
-            task.build_model(), train_loader, val_loader, on_epoch=report
-        )
+        trainer = Trainer(task.network, task.goal, task.cfg.train, checkpoint, fingerprint, task.name)
+        result = trainer.fit(task.network.build(), train_loader, val_loader, on_epoch=report)
     except optuna.TrialPruned:
         checkpoint.unlink(missing_ok=True)
         raise
@@ -184,8 +199,14 @@ def task_runner(cfg: Any) -> Any:
 
         if cfg.dask_address:
             return DaskTaskRunner(address=cfg.dask_address)
-        return DaskTaskRunner(cluster_kwargs={"n_workers": cfg.parallel, "threads_per_worker": 1,
-                                              "processes": True, "dashboard_address": None})  # fmt: skip
+        return DaskTaskRunner(
+            cluster_kwargs={
+                "n_workers": cfg.parallel,
+                "threads_per_worker": 1,
+                "processes": True,
+                "dashboard_address": None,
+            }
+        )
     from prefect.task_runners import ThreadPoolTaskRunner
 
     return ThreadPoolTaskRunner(max_workers=cfg.parallel)
@@ -206,6 +227,10 @@ def search_flow(search: Search) -> dict[str, Any]:
     return write_results(search, task, open_study(search, task), failed, time.perf_counter() - started)
 
 
+def run(task: Task, paths: TaskPaths) -> dict[str, Any]:
+    return tune(task, paths)
+
+
 def tune(task: Task, paths: TaskPaths) -> dict[str, Any]:
     cfg = task.cfg.tune
     if not cfg.enabled or not cfg.space:
@@ -217,8 +242,9 @@ def tune(task: Task, paths: TaskPaths) -> dict[str, Any]:
         summary = {"enabled": False, "reason": reason}
         write_json(out / "summary.json", summary)
         return summary
-    search = Search(task.name, task.cfg.model_dump(mode="json", by_alias=True), str(paths.root),
-                    study_name(task, paths))  # fmt: skip
+    search = Search(
+        task.name, task.cfg.model_dump(mode="json", by_alias=True), str(paths.root), study_name(task, paths)
+    )
     return search_flow.with_options(task_runner=task_runner(cfg))(search)
 
 
@@ -226,7 +252,7 @@ def write_tuned(paths: TaskPaths, content: dict[str, Any]) -> None:
     write_text(paths.tuned, TUNED_HEADER + yaml.safe_dump(content, sort_keys=False))
 
 
-def write_results(search: Search, task: Task, study: Any, failed: list[str], seconds: float) -> dict[str, Any]:
+def write_results(search: Search, task: Task, study: Any, failed: list[str | None], seconds: float) -> dict[str, Any]:
     """tuned.yaml (the best values), summary.json, trials.csv and the history/importance plots."""
     from optuna.trial import TrialState
 
@@ -236,20 +262,25 @@ def write_results(search: Search, task: Task, study: Any, failed: list[str], sec
         raise RuntimeError(f"tune: no trial of study {search.study_name} completed; failures: {failed or 'none'}")
     best = study.best_trial
     baseline = next((t for t in complete if t.user_attrs.get("baseline")), None)
-    metric = f"val_{task.primary_metric}"
+    metric = f"val_{task.goal.metric}"
     states = [t.state.name.lower() for t in study.trials]
     summary = {
-        "enabled": True, "study": search.study_name, "runner": task.cfg.tune.runner,
-        "epochs_per_trial": task.cfg.tune.epochs, "trials": len(study.trials),
+        "enabled": True,
+        "study": search.study_name,
+        "runner": task.cfg.tune.runner,
+        "epochs_per_trial": task.cfg.tune.epochs,
+        "trials": len(study.trials),
         **{state: states.count(state) for state in ("complete", "pruned", "fail")},
-        "best_trial": best.number, f"best_{metric}": best.value, "best_params": best.params,
+        "best_trial": best.number,
+        f"best_{metric}": best.value,
+        "best_params": best.params,
         f"baseline_{metric}": baseline.value if baseline else None,
-        "gain_over_baseline": (best.value - baseline.value) * (1 if task.higher_is_better else -1) if baseline else None,
-        "seconds": round(seconds, 1), "failures_this_run": failed,
-    }  # fmt: skip
+        "gain_over_baseline": task.goal.gain(best.value, baseline.value) if baseline else None,
+        "seconds": round(seconds, 1),
+        "failures_this_run": failed,
+    }
     out = paths.reports("tune")
-    write_tuned(paths, {"study": search.study_name, "trial": best.number, metric: best.value,
-                        "overrides": best.params})  # fmt: skip
+    write_tuned(paths, {"study": search.study_name, "trial": best.number, metric: best.value, "overrides": best.params})
     with atomic_path(out / "trials.csv") as tmp:
         study.trials_dataframe(attrs=("number", "state", "value", "params", "duration", "user_attrs")).to_csv(
             tmp, index=False
@@ -273,15 +304,17 @@ def plot_study(study: Any, out_dir: Path) -> dict[str, str]:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     figures: dict[str, str] = {}
-    for name, draw in (("history", optuna_plots.plot_optimization_history),
-                       ("importance", optuna_plots.plot_param_importances)):  # fmt: skip
+    for name, draw in (
+        ("history", optuna_plots.plot_optimization_history),
+        ("importance", optuna_plots.plot_param_importances),
+    ):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ExperimentalWarning)
                 axes = draw(study)
-            with atomic_path(out_dir / f"{name}.png") as tmp:
-                axes.figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-            plt.close(axes.figure)
+            with atomic_path(out_dir / f"{name}.png") as tmp:  # the axes' figure is a Figure, never a SubFigure
+                cast("Figure", axes.figure).savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+            plt.close(cast("Figure", axes.figure))
             figures[name] = f"{out_dir.name}/{name}.png"  # relative to the report directory
         except (ValueError, RuntimeError) as e:  # e.g. importances need two finished trials that differ
             figures[name] = f"skipped: {e}"

@@ -1,33 +1,52 @@
-"""The task registry: `@register_task` fills it, `get_task` and `list_tasks` read it."""
+"""The task registry, as in timm: each built-in task package registers its TaskSpec when imported;
+`get_task`, `list_tasks` and `capabilities` read it, and `section_schema` gives a task's params.yaml schema."""
 
 from __future__ import annotations
 
 import importlib
+from functools import cache
+from typing import Any, cast
 
-from lifecycle.tasks.base import InvalidSample, RawSample, Rejected, Task
+from pydantic import BaseModel, Field, create_model, model_validator
 
-_BUILTIN_MODULES = ("lifecycle.tasks.classify", "lifecycle.tasks.detect", "lifecycle.tasks.ocr", "lifecycle.tasks.asr")
-_REGISTRY: dict[str, type[Task]] = {}
+from lifecycle.config import (
+    EvaluateConfig,
+    PromoteConfig,
+    ServeConfig,
+    SplitConfig,
+    Strict,
+    TrainConfig,
+    TuneConfig,
+    check_search_space,
+)
+from lifecycle.tasks.parts import Task, TaskSpec
 
-__all__ = ["InvalidSample", "RawSample", "Rejected", "Task", "get_task", "list_tasks", "register_task"]
+BUILTIN = ("classify", "detect", "ocr", "asr")  # packages under lifecycle.tasks, imported on first lookup
+_REGISTRY: dict[str, TaskSpec] = {}
+
+__all__ = [
+    "Task",
+    "TaskSpec",
+    "build_task",
+    "capabilities",
+    "get_task",
+    "list_tasks",
+    "register_task",
+    "section_schema",
+]
 
 
-def register_task(name: str):
-    """Class decorator that registers a Task subclass under `name`."""
-
-    def decorate(cls: type[Task]) -> type[Task]:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"task '{name}' is already registered by {_REGISTRY[name].__qualname__}")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return decorate
+def register_task(spec: TaskSpec) -> TaskSpec:
+    """Add a task to the registry (a second spec under the same name is an error)."""
+    if spec.name in _REGISTRY and _REGISTRY[spec.name] is not spec:
+        raise ValueError(f"task '{spec.name}' is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
 
 
 def _load_builtin() -> None:
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
+    for name in BUILTIN:
+        importlib.import_module(f"lifecycle.tasks.{name}")
 
 
 def list_tasks() -> list[str]:
@@ -35,9 +54,43 @@ def list_tasks() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_task(name: str) -> type[Task]:
+def get_task(name: str) -> TaskSpec:
     _load_builtin()
     try:
         return _REGISTRY[name]
     except KeyError:
         raise KeyError(f"unknown task '{name}'; registered: {sorted(_REGISTRY)}") from None
+
+
+def capabilities() -> dict[str, list[str]]:
+    """What each registered task can do (labeling, masks, streaming, ...), without building any."""
+    return {name: sorted(get_task(name).capabilities) for name in list_tasks()}
+
+
+@cache
+def section_schema(name: str) -> type[BaseModel]:
+    """The schema of one task's section of params.yaml: its own collect, validate and model settings plus the
+    generic stages."""
+    schemas = get_task(name).schemas
+    collect, model, validate = schemas.collect, schemas.model, schemas.validate
+    return create_model(
+        f"{name.capitalize()}Params",
+        __base__=Strict,
+        collect=(collect, Field(default_factory=collect)),
+        validation=(validate, Field(default_factory=validate, alias="validate")),
+        split=(SplitConfig, Field(default_factory=SplitConfig)),
+        model=(model, Field(default_factory=model)),
+        train=(TrainConfig, Field(default_factory=TrainConfig)),
+        tune=(TuneConfig, Field(default_factory=TuneConfig)),
+        evaluate=(EvaluateConfig, Field(default_factory=EvaluateConfig)),
+        promote=(PromoteConfig, Field(default_factory=PromoteConfig)),
+        serve=(ServeConfig, Field(default_factory=ServeConfig)),
+        __validators__={"_space_keys": cast(Any, model_validator(mode="after")(check_search_space))},
+    )
+
+
+def build_task(name: str, section: Any) -> Task:
+    """A configured task from a section of params.yaml (a mapping, validated here, or an already validated one)."""
+    schema = section_schema(name)
+    cfg = section if isinstance(section, schema) else schema.model_validate(section)
+    return get_task(name).configure(cfg)

@@ -1,0 +1,76 @@
+"""Task `asr`: speech recognition of short commands and digit strings (default data: utterances synthesized with
+eSpeak NG in many voices, the test split in voices training never hears; bring your own as a folder of audio files
+with a `labels.tsv` of transcripts).
+
+A clip becomes a log-mel spectrogram (10 ms frames) that the OCR task's CRNN reads like a text line, with
+character-level CTC. Clips longer than `model.streaming.above_seconds` are decoded in overlapping chunks
+(streaming), which bounds memory whatever the length; `lifecycle transcribe --stream` does the same from a file."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from lifecycle.audio import AUDIO_SHIFTS, audio_descriptors, encode_wav, shift_audio
+from lifecycle.config import ConfigError
+from lifecycle.tasks import register_task
+from lifecycle.tasks.asr.codec import AsrCodec
+from lifecycle.tasks.asr.config import AsrCollect, AsrModel, AsrValidate
+from lifecycle.tasks.asr.network import AsrNetwork
+from lifecycle.tasks.asr.outputs import AsrOutputs
+from lifecycle.tasks.asr.reports import AsrReports
+from lifecycle.tasks.asr.source import AsrSource
+from lifecycle.tasks.parts import Goal, Monitoring, Parts, Schemas, TaskSpec
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+class AsrMonitoring(Monitoring):
+    """Audio descriptors (length, level, noise, pitch, speed) and the audio shifts."""
+
+    shifts = AUDIO_SHIFTS
+
+    def __init__(self, cfg: Any, codec: AsrCodec) -> None:
+        super().__init__(cfg)
+        self.codec = codec
+
+    def descriptors(self, raw_input: torch.Tensor) -> dict[str, float]:
+        return audio_descriptors(raw_input)
+
+    def monitored(self, prediction: dict[str, Any]) -> dict[str, str | float]:
+        return {"confidence": float(prediction["confidence"]), "words": float(len(prediction["text"].split()))}
+
+    def shift(self, data: bytes, kind: str, rng: np.random.Generator) -> bytes:
+        return encode_wav(shift_audio(self.codec.decode(data), kind, rng)[0].numpy())
+
+
+def parts(cfg: Any) -> Parts:
+    if cfg.train.augment:
+        raise ConfigError(
+            "asr.train.augment: torchvision image transforms do not apply to audio; "
+            "configure audio augmentation under asr.model.augment"
+        )
+    codec = AsrCodec(cfg)
+    outputs = AsrOutputs(cfg, codec)
+    return Parts(
+        source=AsrSource(cfg),
+        codec=codec,
+        network=AsrNetwork(cfg, outputs),
+        outputs=outputs,
+        monitoring=AsrMonitoring(cfg, codec),
+        reports=AsrReports(cfg, codec, outputs),
+    )
+
+
+SPEC = register_task(
+    TaskSpec(
+        name="asr",
+        endpoint="transcribe",
+        goal=Goal("wer", higher_is_better=False),
+        schemas=Schemas(collect=AsrCollect, model=AsrModel, validate=AsrValidate),
+        build_parts=parts,
+        capabilities=frozenset({"streaming", "variable_size"}),
+    )
+)

@@ -1,0 +1,159 @@
+"""The asr task's own sections of params.yaml."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from lifecycle.audio import SAMPLE_RATE
+from lifecycle.config import Strict, ValidateConfig
+from lifecycle.sequence import EncoderHeight
+from lifecycle.sources.speech import VOCABULARY, Prosody
+from lifecycle.splitting import SPLITS
+from lifecycle.tasks.asr.features import FRAME_SAMPLES
+
+DEFAULT_VOICES = {
+    "train": [
+        "en-us+m1",
+        "en-us+f2",
+        "en-us+m4",
+        "en+m3",
+        "en+f1",
+        "en+m6",
+        "en-gb-scotland+m2",
+        "en-gb-scotland+f4",
+        "en-us-nyc+m5",
+        "en-us-nyc+f3",
+        "en-029+m7",
+        "en-029+f5",
+        "en-gb-x-rp+m2",
+        "en-gb-x-rp+f2",
+        "en-gb-x-gbclan+m1",
+        "en-gb-x-gbcwmd+f1",
+    ],
+    "val": ["en-us+m3", "en-gb-x-rp+f4"],
+    "test": ["en-us+f1", "en+m2", "en-gb-scotland+f2", "en-029+m1"],
+}
+
+
+class AsrCollect(Strict):
+    vocabulary: list[str] = Field(
+        default_factory=lambda: list(VOCABULARY),
+        min_length=1,
+        description="the words a transcript may hold (lower case a-z)",
+    )
+    embedded: bool = Field(True, description="synthesize utterances with eSpeak NG (the espeakng-loader wheel)")
+    utterances: int = Field(4_000, ge=1, description="synthesized utterances, shared out by the split ratios")
+    seed: int = 0
+    voices: dict[str, list[str]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_VOICES.items()},
+        description="accent+variant voices speaking each split (disjoint)",
+    )
+    min_words: int = Field(1, ge=1)
+    max_words: int = Field(6, ge=1)
+    min_rate: int = Field(130, ge=80, le=450, description="speaking rate, words per minute")
+    max_rate: int = Field(230, ge=80, le=450)
+    min_pitch: int = Field(25, ge=0, le=100, description="eSpeak's pitch scale, 50 the voice's own")
+    max_pitch: int = Field(75, ge=0, le=100)
+    workers: int = Field(0, ge=0, description="synthesis processes (0: one per CPU core)")
+    folder: Path | None = Field(
+        None, description="your own clips: a folder of audio files and labels.tsv (path<TAB>transcript)"
+    )
+
+    @field_validator("vocabulary", mode="before")
+    @classmethod
+    def _not_yaml_booleans(cls, words: Any) -> Any:
+        if isinstance(words, list) and any(isinstance(w, bool) for w in words):
+            raise ValueError("YAML reads bare true/false as booleans: quote those words")
+        return words
+
+    @field_validator("vocabulary")
+    @classmethod
+    def _words(cls, words: list[str]) -> list[str]:
+        if bad := [w for w in words if not re.fullmatch(r"[a-z']+", w)]:
+            raise ValueError(f"words are lower-case letters (and apostrophes), got {bad}")
+        if len(set(words)) != len(words):
+            raise ValueError("words must be unique")
+        return words
+
+    @model_validator(mode="after")
+    def _voices_exist(self) -> AsrCollect:
+        from lifecycle.sources.speech import voice_problem
+
+        if self.min_words > self.max_words or self.min_rate > self.max_rate or self.min_pitch > self.max_pitch:
+            raise ValueError("min_words/min_rate/min_pitch must not exceed max_words/max_rate/max_pitch")
+        if sorted(self.voices) != sorted(SPLITS):
+            raise ValueError(f"voices: give the voices of each of {list(SPLITS)}, got {sorted(self.voices)}")
+        named = [v for names in self.voices.values() for v in names]
+        if len(set(named)) != len(named) or any(not names for names in self.voices.values()):
+            raise ValueError("voices: every split needs its own voices; a voice in two splits is heard in training")
+        if self.embedded and not set(self.vocabulary) <= set(VOCABULARY):
+            raise ValueError(f"synthesis speaks only {list(VOCABULARY)}; set embedded: false to bring other words")
+        for split, names in self.voices.items():
+            for voice in names:
+                if problem := voice_problem(voice):
+                    raise ValueError(f"voices.{split}: {problem}")
+        return self
+
+    def prosody(self) -> Prosody:
+        return Prosody(self.min_words, self.max_words, self.min_rate, self.max_rate, self.min_pitch, self.max_pitch)
+
+
+class AsrValidate(ValidateConfig):
+    min_seconds: float = Field(0.1, gt=0, description="shorter clips are quarantined")
+    max_seconds: float = Field(30.0, gt=0, description="longer clips are quarantined (training clips only)")
+
+
+class AudioAugment(Strict):
+    """Training-time audio augmentation, per clip: speed (and so pitch) perturbation, gain, additive noise at a
+    random SNR on the waveform; SpecAugment time and frequency masks on the spectrogram."""
+
+    speed: tuple[float, float] = Field((0.9, 1.1), description="playback-speed factor range (1: unchanged)")
+    gain_db: tuple[float, float] = Field((-12.0, 6.0))
+    noise_probability: float = Field(0.7, ge=0, le=1)
+    snr_db: tuple[float, float] = Field((5.0, 40.0), description="additive white noise, dB below the clip")
+    freq_masks: int = Field(2, ge=0)
+    freq_mask_bins: int = Field(8, ge=1, description="widest frequency mask, in mel bins")
+    time_masks: int = Field(2, ge=0)
+    time_mask_frames: int = Field(10, ge=1, description="widest time mask, in 10 ms frames")
+
+    @field_validator("speed", "gain_db", "snr_db")
+    @classmethod
+    def _ordered(cls, bounds: tuple[float, float]) -> tuple[float, float]:
+        if bounds[0] > bounds[1]:
+            raise ValueError(f"a range is [low, high], got {list(bounds)}")
+        return bounds
+
+
+class Streaming(Strict):
+    above_seconds: float = Field(30.0, gt=0, description="longer inputs are decoded in overlapping chunks")
+    chunk_seconds: float = Field(8.0, gt=0, description="audio each chunk decodes (a multiple of 40 ms is used)")
+    context_seconds: float = Field(2.0, ge=0, description="audio each chunk also sees on either side")
+    max_seconds: float = Field(300.0, gt=0, description="longer inputs are refused (413)")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Streaming:
+        if self.max_seconds < self.above_seconds:
+            raise ValueError("max_seconds must be at least above_seconds")
+        return self
+
+    def frames(self, seconds: float) -> int:
+        """Encoder frames (40 ms) in `seconds`."""
+        return max(1, round(seconds * SAMPLE_RATE / FRAME_SAMPLES))
+
+    def window(self) -> tuple[int, int]:
+        """(frames a chunk decides, frames of context it sees on either side)."""
+        return self.frames(self.chunk_seconds), self.frames(self.context_seconds)
+
+
+class AsrModel(Strict):
+    n_mels: EncoderHeight = Field(32, description="log-mel bands (the encoder's height: a multiple of 16)")
+    width: int = Field(24, ge=4, description="channels of the encoder's stem; x2 and x4 further in")
+    hidden: int = Field(96, ge=8, description="LSTM units per direction")
+    dropout: float = Field(0.1, ge=0, lt=1)
+    constrain_to_vocabulary: bool = Field(True, description="replace each decoded word by the nearest vocabulary word")
+    augment: AudioAugment = Field(default_factory=AudioAugment)
+    streaming: Streaming = Field(default_factory=Streaming)

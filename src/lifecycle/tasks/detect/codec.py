@@ -1,0 +1,44 @@
+"""detect's inputs: any image as 8-bit RGB; its label as boxes, class indices and the class map; batches that
+carry the true boxes for the classifier head."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from lifecycle.imaging import decode_rgb
+from lifecycle.masks import decode_class_map
+from lifecycle.samples import Label
+from lifecycle.tasks.detect.targets import DetectTransform
+from lifecycle.tasks.parts import Codec
+
+
+class DetectCodec(Codec):
+    reads = ("collect", "validation", "model", "train")
+
+    def decode(self, data: bytes) -> torch.Tensor:
+        return decode_rgb(data, self.cfg.validation.max_side)
+
+    def encode_target(self, label: Label) -> dict[str, torch.Tensor]:
+        classes = self.cfg.collect.classes
+        return {
+            "boxes": torch.tensor(label["boxes"], dtype=torch.float32).reshape(-1, 4),
+            "labels": torch.tensor([classes.index(c) for c in label["labels"]], dtype=torch.long),
+            "mask": torch.from_numpy(decode_class_map(label["mask"], classes)),
+        }
+
+    def transform(self, train: bool) -> DetectTransform:
+        augment = self.cfg.train.augmentation() if train else None
+        return DetectTransform(self.cfg.model.input_size, augment)
+
+    def batch_inputs(self, inputs: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        return {"images": torch.stack([x["image"] for x in inputs]), "sizes": torch.stack([x["size"] for x in inputs])}
+
+    def collate(self, items: Sequence[tuple[Any, Any]]) -> tuple[dict[str, Any], list[dict[str, torch.Tensor]]]:
+        """Training and evaluation batches also carry the true boxes as an input: the classifier head learns to
+        name the objects at those boxes (teacher forcing), whatever the detector finds meanwhile."""
+        inputs, targets = zip(*items, strict=True)
+        teacher = {"boxes": [t["boxes"] for t in targets], "foreground": torch.stack([t["mask"] > 0 for t in targets])}
+        return {**self.batch_inputs(inputs), **teacher}, list(targets)

@@ -1,0 +1,58 @@
+"""Task `ocr`: text-line recognition (default data: lines rendered with the fonts inside the matplotlib wheel, the
+test split in font families training never sees; bring your own as a folder with a `labels.tsv`).
+
+Two models share one line encoder (a CRNN: convolutions, then a bidirectional LSTM along the line): CTC (one
+output per frame, aligned by the loss) and an attention decoder (one character per step, teacher-forced in
+training), chosen by `model.decoder`.
+A line is resized to the model's height, its width kept in proportion (rounded to the encoder's stride) up to
+`model.max_width`; a batch pads lines to its widest and the network masks the padding, so an answer never
+depends on the batch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from lifecycle.tasks import register_task
+from lifecycle.tasks.ocr.codec import OcrCodec
+from lifecycle.tasks.ocr.config import OcrCollect, OcrModel
+from lifecycle.tasks.ocr.network import OcrNetwork
+from lifecycle.tasks.ocr.outputs import OcrOutputs
+from lifecycle.tasks.ocr.reports import OcrReports
+from lifecycle.tasks.ocr.source import OcrSource
+from lifecycle.tasks.parts import Goal, Parts, Schemas, TaskSpec
+from lifecycle.tasks.shared import ImageMonitoring
+
+
+class OcrMonitoring(ImageMonitoring):
+    def descriptors(self, raw_input: torch.Tensor) -> dict[str, float]:
+        d = super().descriptors(raw_input)
+        return {**d, "aspect_ratio": d["width"] / max(d["height"], 1.0)}
+
+    def monitored(self, prediction: dict[str, Any]) -> dict[str, str | float]:
+        return {"confidence": float(prediction["confidence"]), "text_length": float(len(prediction["text"]))}
+
+
+def parts(cfg: Any) -> Parts:
+    codec, outputs = OcrCodec(cfg), OcrOutputs(cfg)
+    return Parts(
+        source=OcrSource(cfg),
+        codec=codec,
+        network=OcrNetwork(cfg, outputs),
+        outputs=outputs,
+        monitoring=OcrMonitoring(cfg, codec),
+        reports=OcrReports(cfg, codec),
+    )
+
+
+SPEC = register_task(
+    TaskSpec(
+        name="ocr",
+        endpoint="read_text",
+        goal=Goal("cer", higher_is_better=False),
+        schemas=Schemas(collect=OcrCollect, model=OcrModel),
+        build_parts=parts,
+        capabilities=frozenset({"variable_size"}),
+    )
+)

@@ -1,0 +1,352 @@
+"""The parts a task is made of, one concern each, and the Task that holds them.
+
+A stage or engine takes only the parts it uses (collect: the source; the trainer: the network; the service:
+codec, network and outputs), so its signature says what it depends on. Each part reads only the config
+sections it declares in `reads`: the stages' `params:` in dvc.yaml are derived from those declarations, and a
+part that reads an undeclared section fails loudly (the contract tests exercise every hook).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, Protocol, runtime_checkable
+
+import torch
+from pydantic import BaseModel
+from torch import nn
+
+from lifecycle.config import ValidateConfig
+from lifecycle.samples import Batch, InvalidInput, Label, RawSample, Rejected
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    from torchmetrics import MetricCollection
+
+Checks = dict[str, tuple["pd.DataFrame", list[Any]]]  # table name -> (table, its Great Expectations expectations)
+Transform = Callable[[Any, Any], tuple[Any, Any]]  # (input, target) -> (model input, target)
+
+
+class SectionView:
+    """A task's config seen through the sections one part declares; reading any other section is an error."""
+
+    def __init__(self, cfg: Any, sections: Sequence[str], owner: str) -> None:
+        self._cfg, self._sections, self._owner = cfg, tuple(sections), owner
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in self._sections:
+            raise AttributeError(
+                f"{self._owner} reads config section '{name}' without declaring it in `reads` "
+                f"(declared: {', '.join(self._sections) or 'none'})"
+            )
+        return getattr(self._cfg, name)
+
+
+class Part:
+    """Base of every part: `cfg` shows only the sections in `reads`."""
+
+    reads: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = SectionView(cfg, self.reads, type(self).__qualname__)
+
+    def sections(self) -> set[str]:
+        """The config sections this part reads, including those of the parts it holds."""
+        held = (value for value in vars(self).values() if isinstance(value, Part))
+        return set(self.reads).union(*(part.sections() for part in held))
+
+
+class Source(Part):
+    """Where samples come from: the configured sources and the landing zone, each sample's inspection, the
+    label vocabulary and the task's own data checks."""
+
+    def collect(self, incoming: Path) -> Iterator[RawSample | Rejected]:
+        """Every candidate from the configured sources and the landing zone `incoming`."""
+        raise NotImplementedError
+
+    def inspect(self, data: bytes, label: Label) -> dict[str, Any]:
+        """Manifest columns describing one sample (e.g. width, height, duration); raise InvalidSample."""
+        raise NotImplementedError
+
+    def label_set(self) -> list[str] | None:
+        """The allowed class names, when labels are classes (used by validation); None otherwise."""
+        return None
+
+    def classes_of(self, label: Label) -> list[str]:
+        """The classes a label holds, for balance checks: the label itself for a class, each object's class for
+        detection, the words of a transcript, none for text."""
+        return []
+
+    def data_checks(self, rows: list[dict[str, Any]]) -> Checks:
+        """Task-specific tables of the raw manifest's rows, each with its Great Expectations expectations."""
+        return {}
+
+
+class Codec(Part):
+    """Input files to model inputs: decoding, targets, the train/eval transform and batching. The service, batch
+    inference and training all decode and prepare this way, so preprocessing has one implementation."""
+
+    input_field: ClassVar[str] = "image"  # the multipart field holding the input file
+
+    def decode(self, data: bytes) -> torch.Tensor:
+        """An input file's bytes as the tensor the transform takes; raise InvalidInput saying what is wrong."""
+        raise NotImplementedError
+
+    def load_input(self, path: Path) -> torch.Tensor:
+        """Decode a stored sample file."""
+        return self.decode(path.read_bytes())
+
+    def encode_target(self, label: Label) -> Any:
+        """The training target for a manifest label."""
+        raise NotImplementedError
+
+    def transform(self, train: bool) -> Transform:
+        """(input, target) -> (model input, target), augmented when `train`."""
+        raise NotImplementedError
+
+    def prepare(self, raw_input: torch.Tensor) -> Any:
+        """One decoded input -> one model input, with the evaluation transform (serving and batch inference)."""
+        return self.transform(train=False)(raw_input, None)[0]
+
+    def padded_size(self, raw_input: torch.Tensor) -> int | None:
+        """The size a batch pads a decoded input along (a line's width, a clip's length), so that training can
+        batch inputs of similar size; None when inputs come in one size."""
+        return None
+
+    def batch_inputs(self, inputs: Sequence[Any]) -> Any:
+        """Transformed inputs -> one model input (training, evaluation and serving all batch this way)."""
+        return torch.stack(list(inputs))
+
+    def collate(self, items: Sequence[tuple[Any, Any]]) -> Batch:
+        inputs, targets = zip(*items, strict=True)
+        return self.batch_inputs(inputs), torch.as_tensor(targets)
+
+
+class Forward(NamedTuple):
+    """One pass of the model: its outputs, and one feature vector per input (what drift monitoring compares)."""
+
+    outputs: Any
+    features: torch.Tensor
+
+
+class Network(Part):
+    """The model: its architecture, the one forward pass, the loss and the metrics."""
+
+    def build(self) -> nn.Module:
+        """A freshly initialised model."""
+        raise NotImplementedError
+
+    def forward(self, model: nn.Module, inputs: Any) -> Forward:
+        raise NotImplementedError
+
+    def loss(self, outputs: Any, targets: Any) -> torch.Tensor:
+        """A scalar training loss."""
+        raise NotImplementedError
+
+    def metrics(self) -> MetricCollection:
+        """torchmetrics, updated with (outputs, targets); must hold the task's primary metric."""
+        raise NotImplementedError
+
+
+class Outputs(Part):
+    """Model outputs to answers: post-processing, the HTTP answer and its confidence."""
+
+    endpoint = ""  # the task's route, set from its spec when the task is configured (for error messages)
+
+    def predict(self, outputs: Any) -> list[dict[str, Any]]:
+        """A batch of model outputs as one JSON-serialisable prediction per input."""
+        raise NotImplementedError
+
+    def answer(self, prediction: dict[str, Any], options: dict[str, str]) -> dict[str, Any]:
+        """The HTTP answer for a prediction, shaped by the request's query parameters; raise InvalidInput for an
+        unknown option. Without options, the prediction as it is."""
+        if options:
+            raise InvalidInput(f"/{self.endpoint} takes no query parameters, got {sorted(options)}")
+        return prediction
+
+    def confidence(self, prediction: dict[str, Any]) -> float | None:
+        """The one number saying how sure a prediction is (logged for monitoring, ranked for labeling)."""
+        value = prediction.get("confidence")
+        return None if value is None else float(value)
+
+
+class Monitoring(Part):
+    """What drift monitoring compares: per-input descriptors and prediction columns; and the ways production
+    inputs drift, for traffic demonstrations."""
+
+    shifts: ClassVar[tuple[str, ...]] = ("none",)
+
+    def descriptors(self, raw_input: torch.Tensor) -> dict[str, float]:
+        """Per-sample numbers from the decoded (untransformed) input. Stable keys."""
+        raise NotImplementedError
+
+    def monitored(self, prediction: dict[str, Any]) -> dict[str, str | float]:
+        """The prediction as columns: strings are compared as categories, numbers as numbers."""
+        return {"confidence": float(prediction.get("confidence") or 0.0)}
+
+    def shift(self, data: bytes, kind: str, rng: np.random.Generator) -> bytes:
+        """An input file changed the way production data drifts (`kind` from `shifts`)."""
+        if kind != "none":
+            raise ValueError(f"no shift '{kind}'; choose from {', '.join(self.shifts)}")
+        return data
+
+
+@runtime_checkable
+class StreamingOutputs(Protocol):
+    """Outputs of a task with the `streaming` capability: a recording read and decoded window by window."""
+
+    def stream_file(self, model: nn.Module, path: Path) -> Iterator[tuple[float, str]]:
+        """(seconds decoded so far, answer so far) after each window of the file at `path`."""
+        ...
+
+
+class Labeling(Part):
+    """Human review in Label Studio: the labeling interface, predictions as pre-annotations, reviewed
+    annotations back as labels, and where a labeled sample lands so that `collect` reads it."""
+
+    def interface(self) -> str:
+        """The Label Studio labeling interface (XML)."""
+        raise NotImplementedError
+
+    def to_label_studio(self, prediction: dict[str, Any]) -> list[dict[str, Any]]:
+        """A prediction as a Label Studio pre-annotation `result`."""
+        raise NotImplementedError
+
+    def from_label_studio(self, result: Any) -> Label:
+        """The label of a reviewed annotation `result`; ValueError when it is malformed."""
+        raise NotImplementedError
+
+    def landing_path(self, incoming: Path, label: Label, name: str) -> Path:
+        """Where a labeled sample goes in the landing zone so that `collect` reads it with its label."""
+        raise NotImplementedError
+
+
+class Reports(Part):
+    """Pictures a person looks at: the test split's predictions after evaluation, augmented samples in training.
+    `plots` are DVC plots over files `report` writes (path under the evaluate stage's figures -> plot properties)."""
+
+    plots: ClassVar[dict[str, dict[str, str]]] = {}
+
+    def report(
+        self,
+        predictions: list[dict[str, Any]],
+        labels: list[Label],
+        inputs: Sequence[Path],
+        out_dir: Path,
+        model: nn.Module | None = None,
+    ) -> dict[str, Any]:
+        """Write the task's evaluation pictures and plot data under `out_dir`; return extra metrics. `model` is
+        the evaluated model (in eval mode), for reports that run it further."""
+        return {}
+
+    def preview(self, samples: Sequence[tuple[Any, Any]], path: Path) -> None:
+        """Draw a grid of augmented training samples to `path` (PNG)."""
+
+
+@dataclass(frozen=True)
+class Parts:
+    source: Source
+    codec: Codec
+    network: Network
+    outputs: Outputs
+    monitoring: Monitoring
+    reports: Reports
+    labeling: Labeling | None = None  # a task without Label Studio review has none
+
+
+PART_NAMES = tuple(f.name for f in fields(Parts))
+
+
+@dataclass(frozen=True)
+class Goal:
+    """The metric a task is judged by (validation picks epochs and trials by it, promotion compares on it)."""
+
+    metric: str
+    higher_is_better: bool = True
+
+    def gain(self, new: float, old: float) -> float:
+        """How much better `new` is than `old` (negative when worse)."""
+        return (new - old) if self.higher_is_better else (old - new)
+
+    @property
+    def direction(self) -> Literal["minimize", "maximize"]:
+        return "maximize" if self.higher_is_better else "minimize"
+
+
+@dataclass(frozen=True)
+class Schemas:
+    """The task's own config sections; the generic ones (split, train, tune, ...) are the same for every task."""
+
+    collect: type[BaseModel]
+    model: type[BaseModel]
+    validate: type[ValidateConfig] = ValidateConfig
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a task is, known before any config is read: its name, endpoint, goal, config schemas, what it can
+    do, and how its parts are built from a validated config section."""
+
+    name: str
+    endpoint: str
+    goal: Goal
+    schemas: Schemas
+    build_parts: Callable[[Any], Parts]
+    capabilities: frozenset[str] = frozenset()  # e.g. labeling, masks, streaming, variable_size
+
+    def configure(self, cfg: Any) -> Task:
+        """The task with its parts, for a validated config section."""
+        parts = self.build_parts(cfg)
+        parts.outputs.endpoint = self.endpoint
+        return Task(self, cfg, parts)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One configured task: its spec, its validated config section, and its parts."""
+
+    spec: TaskSpec
+    cfg: Any
+    parts: Parts
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def goal(self) -> Goal:
+        return self.spec.goal
+
+    @property
+    def source(self) -> Source:
+        return self.parts.source
+
+    @property
+    def codec(self) -> Codec:
+        return self.parts.codec
+
+    @property
+    def network(self) -> Network:
+        return self.parts.network
+
+    @property
+    def outputs(self) -> Outputs:
+        return self.parts.outputs
+
+    @property
+    def monitoring(self) -> Monitoring:
+        return self.parts.monitoring
+
+    @property
+    def reports(self) -> Reports:
+        return self.parts.reports
+
+    @property
+    def labeling(self) -> Labeling | None:
+        return self.parts.labeling
+
+    def with_config(self, cfg: Any) -> Task:
+        """The same task for another config section (tuning trials, tuned values)."""
+        return self.spec.configure(cfg)
