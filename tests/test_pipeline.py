@@ -21,6 +21,10 @@ def ran_stages(output: str) -> list[str]:
     return sorted(line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage"))
 
 
+def changed_stages(status: str) -> list[str]:
+    return sorted(line.rstrip(":") for line in status.splitlines() if line.endswith(":") and not line[0].isspace())
+
+
 def test_flow_then_dvc_repro_run_every_stage_once_then_only_what_changed(tmp_path, prefect_harness):
     """One project, two tasks: classify through the Prefect flow (which records and pushes the versions), then
     detect, tuning included, through plain `dvc repro`. No stage knows which task it runs, and the flow's run is
@@ -76,13 +80,16 @@ def test_flow_then_dvc_repro_run_every_stage_once_then_only_what_changed(tmp_pat
     assert ran_stages(dvc(project, "repro").stdout) == [], "a second repro is a no-op"
     params["classify"]["train"]["lr"] = 0.02
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    expected = [
-        "evaluate-classify",
-        "promote-classify",
-        "train-classify",
-        "tune-classify",
-    ]  # tune searches around train
+    expected = ["evaluate-classify", "promote-classify", "train-classify", "tune-classify"]  # tune: around train
     assert ran_stages(dvc(project, "repro").stdout) == expected
+
+    # code deps are precise: another task's code changes none of these stages, a task's own code only its own
+    asr_code = project / "src/lifecycle/tasks/asr/codec.py"
+    asr_code.write_text(asr_code.read_text() + "\n# edited\n")
+    assert changed_stages(dvc(project, "status").stdout) == []
+    detect_code = project / "src/lifecycle/tasks/detect/outputs.py"
+    detect_code.write_text(detect_code.read_text() + "\n# edited\n")
+    assert changed_stages(dvc(project, "status").stdout) == sorted(f"{s}-detect" for s in STAGE_NAMES)
 
 
 def test_bad_params_stop_before_any_work(project):

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from lifecycle.config import ConfigError, MonitoringConfig, ServingConfig, Strict, read_yaml, validation_errors
-from lifecycle.tasks import list_tasks, section_schema
+from lifecycle.tasks import section_schema, task_names
 
 
 class Generic(Strict):
@@ -23,8 +23,8 @@ class Generic(Strict):
     @field_validator("tasks")
     @classmethod
     def _registered(cls, tasks: list[str]) -> list[str]:
-        if unknown := sorted(set(tasks) - set(list_tasks())):
-            raise ValueError(f"unknown task(s) {unknown}; registered: {list_tasks()}")
+        if unknown := sorted(set(tasks) - set(task_names())):
+            raise ValueError(f"unknown task(s) {unknown}; registered: {task_names()}")
         return tasks
 
     @model_validator(mode="after")
@@ -63,7 +63,7 @@ def parse_params(raw: Any, source: str = "params.yaml", only: Sequence[str] | No
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
     sections = {k: v for k, v in raw.items() if k not in Generic.model_fields}
-    problems = [f"  {k}: not a registered task or a known section" for k in sections if k not in list_tasks()]
+    problems = [f"  {k}: not a registered task or a known section" for k in sections if k not in task_names()]
     try:
         generic = Generic.model_validate({k: v for k, v in raw.items() if k in Generic.model_fields})
     except ValidationError as e:

@@ -23,6 +23,7 @@ from prefect.futures import wait
 
 from lifecycle.atomic import atomic_path, write_json, write_text
 from lifecycle.config import value_at, with_overrides
+from lifecycle.figures import pyplot, save_figure
 from lifecycle.paths import TaskPaths
 from lifecycle.stages.train import build_loaders, fingerprint, run_fingerprint, seed_everything
 from lifecycle.tasks import Task, build_task
@@ -295,11 +296,9 @@ def plot_study(study: Any, out_dir: Path) -> dict[str, str]:
     with the reason recorded."""
     import warnings
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from optuna.exceptions import ExperimentalWarning
+
+    pyplot()  # the Agg backend, before Optuna draws
     from optuna.visualization import matplotlib as optuna_plots
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -312,9 +311,8 @@ def plot_study(study: Any, out_dir: Path) -> dict[str, str]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ExperimentalWarning)
                 axes = draw(study)
-            with atomic_path(out_dir / f"{name}.png") as tmp:  # the axes' figure is a Figure, never a SubFigure
-                cast("Figure", axes.figure).savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-            plt.close(cast("Figure", axes.figure))
+            figure = cast("Figure", axes.figure)  # a Figure, never a SubFigure
+            save_figure(figure, out_dir / f"{name}.png", dpi=110, bbox_inches="tight")
             figures[name] = f"{out_dir.name}/{name}.png"  # relative to the report directory
         except (ValueError, RuntimeError) as e:  # e.g. importances need two finished trials that differ
             figures[name] = f"skipped: {e}"

@@ -44,22 +44,25 @@ def register_task(spec: TaskSpec) -> TaskSpec:
     return spec
 
 
-def _load_builtin() -> None:
-    for name in BUILTIN:
-        importlib.import_module(f"lifecycle.tasks.{name}")
+def task_names() -> list[str]:
+    """The names of every task, without importing any task package."""
+    return sorted(set(BUILTIN) | set(_REGISTRY))
 
 
 def list_tasks() -> list[str]:
-    _load_builtin()
+    for name in BUILTIN:
+        get_task(name)
     return sorted(_REGISTRY)
 
 
 def get_task(name: str) -> TaskSpec:
-    _load_builtin()
+    """A task's spec; a built-in task's package is imported on first lookup (only that one)."""
+    if name not in _REGISTRY and name in BUILTIN:
+        importlib.import_module(f"lifecycle.tasks.{name}")
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown task '{name}'; registered: {sorted(_REGISTRY)}") from None
+        raise KeyError(f"unknown task '{name}'; registered: {task_names()}") from None
 
 
 def capabilities() -> dict[str, list[str]]:
