@@ -111,3 +111,19 @@ def test_service_imports_without_a_model_store(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("imported") and "no production model" in proc.stdout
+
+
+def test_stages_declare_the_sections_they_read_themselves(graph, tasks):
+    """A stage's own reads of its task's config (`task.cfg.<section>` in its module and the stage modules it
+    imports) are among the sections the pipeline declares for it (with its parts', the stage's dvc params)."""
+    import re
+
+    from lifecycle.tasks import section_schema
+
+    sections = set(section_schema("classify").model_fields)
+    for stage in STAGES:
+        modules = [m for m in graph.reachable([stage.module]) if m.startswith("lifecycle.stages.")]
+        read = {m for name in modules for m in re.findall(r"cfg\.(\w+)", graph.files[name].read_text())} & sections
+        for task in tasks:
+            declared = set(stage.sections).union(*(getattr(task.parts, p).sections() for p in stage.parts))
+            assert read <= declared, (stage.name, task.name, sorted(read - declared))

@@ -46,6 +46,13 @@ def batch_histogram(url: str) -> tuple[float, float]:
     return previous
 
 
+def retried_model_calls(server: Server) -> int:
+    """Model calls the public service retried after BentoML recycled the connection (its log says so)."""
+    from lifecycle.service import RETRIED
+
+    return (server.paths.root / "server.log").read_text().count(RETRIED)
+
+
 def log_lines(server: Server) -> list[dict]:
     return [json.loads(line) for path in sorted(server.log_dir.glob("requests-*.jsonl*")) for line in path.open()]
 
@@ -70,6 +77,7 @@ def test_answers_match_offline_predictions(server):
 def test_concurrent_requests_are_batched_and_still_match(server):
     rows = server.rows[:48]
     batches_before, inputs_before = batch_histogram(server.url)
+    retried_before = retried_model_calls(server)
     with httpx.Client(timeout=60, limits=httpx.Limits(max_connections=48)) as client:
         with ThreadPoolExecutor(max_workers=24) as pool:
             responses = list(pool.map(lambda row: server.classify(client, server.image(row)), rows))
@@ -79,7 +87,11 @@ def test_concurrent_requests_are_batched_and_still_match(server):
         answer = response.json()
         answer.pop("model")
         assert _same(answer, server.offline[row["sample_id"]], TOLERANCE), row["sample_id"]
-    assert inputs_after - inputs_before == len(rows), "every request reached the model service"
+    # every request reached the model service once, and a call cut by BentoML's connection recycling once more
+    retried = retried_model_calls(server) - retried_before
+    assert inputs_after - inputs_before == len(rows) + retried, (
+        f"every request reached the model service ({retried} retried)"
+    )
     assert batches_after - batches_before < len(rows), "concurrent requests were merged into batches"
 
 

@@ -47,6 +47,7 @@ from lifecycle.tasks import Task, get_task
 logger = logging.getLogger(__name__)
 
 PARAMS_ENV = "LIFECYCLE_PARAMS"
+RETRIED = "connection recycled"  # marks the log line of a retried model call
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the file, allowed on top of max_upload_mb
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
@@ -196,7 +197,9 @@ async def ask_model(model: Any, prepared: Any, attempts: int = 3) -> Answer:
     for _ in range(attempts - 1):
         try:
             return Answer(**(await model.to_async.predict([prepared]))[0])
-        except aiohttp.ClientConnectionError:
+        except aiohttp.ClientConnectionError as e:
+            # the model service may already have run the input: the retry runs it again (counted in its metrics)
+            logger.warning("%s: model call retried: %s", RETRIED, e)
             continue
     return Answer(**(await model.to_async.predict([prepared]))[0])
 
