@@ -58,3 +58,69 @@ def decode_class_map(mask: dict[str, Any], classes: Sequence[str]) -> np.ndarray
             raise ValueError(f"mask of class {name!r} overlaps another class")
         class_map[pixels] = classes.index(name) + 1
     return class_map
+
+
+# Label Studio's brush masks (`brushlabels` results, `"format": "rle"`) are not COCO RLE: the mask is an RGBA image
+# (row-major, 4 bytes a pixel) packed as a bit stream, most significant bit first, by thi.ng's rle-pack. Header: the
+# value count (32 bits), the word size - 1 (5 bits) and four run-length field widths - 1 (4 bits each); then chunks,
+# each a flag bit (1: one value repeated, 0: literal values), 2 bits choosing a field width, the count - 1 in that
+# many bits, and the repeated value or the literal values, word size bits each. The stream is padded to whole bytes.
+BRUSH_WORD_BITS = 8
+BRUSH_RUN_BITS = (3, 4, 8, 16)
+
+
+def to_brush_rle(binary: np.ndarray) -> list[int]:
+    """An HxW boolean mask as Label Studio's brush RLE (a list of byte values): every channel of a painted pixel is
+    255, of the others 0."""
+    values = np.repeat(np.asarray(binary, dtype=bool).reshape(-1), 4)
+    bits = [f"{values.size:032b}", f"{BRUSH_WORD_BITS - 1:05b}", *(f"{b - 1:04b}" for b in BRUSH_RUN_BITS)]
+    if values.size:
+        starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+        lengths = np.diff(np.r_[starts, values.size])
+        longest = 2 ** BRUSH_RUN_BITS[-1]
+        for start, length in zip(starts.tolist(), lengths.tolist(), strict=True):
+            value = 255 if values[start] else 0
+            while length > 0:
+                n = min(length, longest)
+                k = next(k for k, width in enumerate(BRUSH_RUN_BITS) if n - 1 < 2**width)
+                bits.append(f"1{k:02b}{n - 1:0{BRUSH_RUN_BITS[k]}b}{value:0{BRUSH_WORD_BITS}b}")
+                length -= n
+    stream = "".join(bits)
+    stream += "0" * (-len(stream) % 8)
+    return list(int(stream, 2).to_bytes(len(stream) // 8, "big"))
+
+
+def from_brush_rle(rle: Sequence[int], height: int, width: int) -> np.ndarray:
+    """The HxW boolean mask of a Label Studio brush RLE: the pixels whose alpha is at least half; ValueError when
+    the stream is malformed or is not a mask of that size."""
+    if not isinstance(rle, (list, tuple)) or not all(isinstance(b, int) and 0 <= b < 256 for b in rle):
+        raise ValueError("brush 'rle' must be a list of byte values (0-255)")
+    stream = "".join(f"{b:08b}" for b in rle)
+    position = 0
+
+    def read(n: int) -> int:
+        nonlocal position
+        if position + n > len(stream):
+            raise ValueError("brush RLE ends before its last value")
+        position += n
+        return int(stream[position - n : position], 2)
+
+    count = read(32)
+    word = read(5) + 1
+    run_bits = [read(4) + 1 for _ in range(4)]
+    if count != height * width * 4:
+        raise ValueError(f"brush RLE holds {count} values, not the {height}x{width}x4 of the image")
+    values = np.zeros(count, dtype=np.int64)
+    i = 0
+    while i < count:
+        repeated = read(1)
+        n = read(run_bits[read(2)]) + 1
+        if i + n > count:
+            raise ValueError(f"brush RLE runs past its {count} values")
+        if repeated:
+            values[i : i + n] = read(word)
+        else:
+            values[i : i + n] = [read(word) for _ in range(n)]
+        i += n
+    alpha = values.reshape(height, width, 4)[:, :, 3]
+    return alpha >= 2 ** (word - 1)
