@@ -43,4 +43,4 @@ def test_literal_chunks_and_malformed_streams():
     with pytest.raises(ValueError, match="ends before"):
         from_brush_rle(rle[:6], 4, 4)
     with pytest.raises(ValueError, match="byte values"):
-        from_brush_rle("abc", 4, 4)  # type: ignore[arg-type]
+        from_brush_rle("abc", 4, 4)

@@ -116,10 +116,13 @@ def label_command(args: argparse.Namespace) -> int:
     stored = production_or(args.task, None)
     captured = root / params.monitoring.capture_dir / args.task
     if args.export_file:
-        written = import_reviewed(
-            load_task(stored.model_file), args.export_file, captured, TaskPaths(root, args.task).incoming
+        incoming = TaskPaths(root, args.task).incoming
+        done = import_reviewed(load_task(stored.model_file), args.export_file, captured, incoming)
+        print(
+            f"{args.export_file}: {done.reviewed} reviewed samples imported into {incoming} ({len(done.written)} "
+            f"files written), {done.cancelled} cancelled skipped (their captures kept), "
+            f"{done.captures_removed} captures removed"
         )
-        print(f"{args.export_file}: {len(written)} reviewed samples added to {TaskPaths(root, args.task).incoming}")
         return 0
     predictor = Predictor.from_store(stored, params.task(args.task).serve.device)
     out = export_for_review(

@@ -4,7 +4,8 @@ unsure of as a Label Studio import file (tasks with pre-annotations); `import_re
 of the reviewed labels into samples in the landing zone, which the next run collects.
 
 An export is checked whole before anything is written: a malformed item stops the import with the item named, and
-the landing zone only ever gains files (named by content hash, never overwritten)."""
+the landing zone only ever gains files (named by content hash, never overwritten). Items a reviewer cancelled
+(`was_cancelled` on every annotation) are skipped and counted; their captures stay for a later review."""
 
 from __future__ import annotations
 
@@ -16,14 +17,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from lifecycle.atomic import write_bytes, write_json, write_text
+from lifecycle.atomic import write_json, write_text
 from lifecycle.batch import answer_files, input_files
 from lifecycle.samples import InvalidSample
 from lifecycle.serving import Answer, Predictor
+from lifecycle.splitting import add_captured
 from lifecycle.tasks import Task
-from lifecycle.tasks.parts import Labeling
+from lifecycle.tasks.parts import Labeling, Landing
 
-MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".wav": "audio/wav"}
+MIME = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".wav": "audio/wav",
+    ".flac": "audio/flac",
+    ".ogg": "audio/ogg",
+}
 
 
 class NoLabeling(LookupError):
@@ -89,9 +98,18 @@ class Reviewed:
     capture: Path | None
 
 
-def import_reviewed(task: Task, export_file: Path, captured: Path, incoming: Path) -> list[Path]:
-    """Samples for the landing zone from a Label Studio JSON export; returns the files written. Raises ValueError
-    naming the first malformed item, before writing anything."""
+@dataclass(frozen=True)
+class Imported:
+    written: list[Path]  # files added to the landing zone
+    reviewed: int  # items imported
+    cancelled: int  # items skipped because every annotation was cancelled; their captures stay
+    captures_removed: int
+
+
+def import_reviewed(task: Task, export_file: Path, captured: Path, incoming: Path) -> Imported:
+    """Samples for the landing zone from a Label Studio JSON export, in the layout the task's collect reads.
+    Raises ValueError naming the first malformed item, before writing anything. Items whose every annotation was
+    cancelled are skipped (counted, their captures kept); imported captures leave the capture folder."""
     try:
         items = json.loads(export_file.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
@@ -99,34 +117,40 @@ def import_reviewed(task: Task, export_file: Path, captured: Path, incoming: Pat
     if not isinstance(items, list):
         raise ValueError(f"{export_file}: a Label Studio JSON export is a list of tasks, got {type(items).__name__}")
     labeling = labeling_of(task)
-    reviewed = [_reviewed(task, item, i, captured, export_file) for i, item in enumerate(items)]
-    written = []
+    checked = [_reviewed(task, item, i, captured, export_file) for i, item in enumerate(items)]
+    reviewed = [r for r in checked if r is not None]
+    digests = [hashlib.sha256(r.data).hexdigest() for r in reviewed]
+    landing = [Landing(d[:32] + r.suffix, r.data, r.label) for d, r in zip(digests, reviewed, strict=True)]
+    written = labeling.land(incoming, landing)
+    add_captured(incoming, digests)
+    removed = 0
     for sample in reviewed:
-        target = labeling.landing_path(
-            incoming, sample.label, hashlib.sha256(sample.data).hexdigest()[:32] + sample.suffix
-        )
-        if not target.exists():
-            write_bytes(target, sample.data)
-            written.append(target)
-        if sample.capture is not None:
+        if sample.capture is not None and sample.capture.exists():
             sample.capture.unlink(missing_ok=True)  # labeled now: the landing zone holds it
-    return written
+            removed += 1
+    return Imported(written, len(reviewed), len(checked) - len(reviewed), removed)
 
 
-def _reviewed(task: Task, item: Any, index: int, captured: Path, export_file: Path) -> Reviewed:
+def _reviewed(task: Task, item: Any, index: int, captured: Path, export_file: Path) -> Reviewed | None:
+    """The reviewed sample of one exported item; None when every annotation of it was cancelled."""
     where = f"{export_file}: item {index}" + (
         f" (task id {item.get('id')})" if isinstance(item, dict) and "id" in item else ""
     )
     if not isinstance(item, dict) or not isinstance(item.get("data"), dict):
         raise ValueError(f"{where}: not a Label Studio task (no 'data' object)")
-    annotations = [a for a in item.get("annotations") or [] if isinstance(a, dict) and not a.get("was_cancelled")]
+    given = item.get("annotations") or []
+    if not isinstance(given, list) or not all(isinstance(a, dict) for a in given):
+        raise ValueError(f"{where}: 'annotations' must be a list of annotation objects")
+    annotations = [a for a in given if not a.get("was_cancelled")]
+    if given and not annotations:
+        return None
     if not annotations:
         raise ValueError(f"{where}: no completed annotation; review it in Label Studio or remove it from the export")
-    try:
-        label = labeling_of(task).from_label_studio(annotations[-1].get("result"))
-    except (ValueError, KeyError, TypeError, IndexError) as e:
-        raise ValueError(f"{where}: unreadable annotation result: {e}") from None
     data, suffix, capture = _input_of(task, item["data"], captured, where)
+    try:
+        label = labeling_of(task).from_label_studio(annotations[-1].get("result"), data)
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+        raise ValueError(f"{where}: unreadable annotation result: {e}") from None
     try:
         task.source.inspect(data, label)
     except InvalidSample as e:

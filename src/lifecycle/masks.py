@@ -90,7 +90,7 @@ def to_brush_rle(binary: np.ndarray) -> list[int]:
     return list(int(stream, 2).to_bytes(len(stream) // 8, "big"))
 
 
-def from_brush_rle(rle: Sequence[int], height: int, width: int) -> np.ndarray:
+def from_brush_rle(rle: Any, height: int, width: int) -> np.ndarray:
     """The HxW boolean mask of a Label Studio brush RLE: the pixels whose alpha is at least half; ValueError when
     the stream is malformed or is not a mask of that size."""
     if not isinstance(rle, (list, tuple)) or not all(isinstance(b, int) and 0 <= b < 256 for b in rle):

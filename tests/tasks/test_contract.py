@@ -10,7 +10,7 @@ import torch
 from lifecycle.params import parse_params
 from lifecycle.samples import InvalidInput, InvalidSample, RawSample, Rejected
 from lifecycle.tasks import build_task, capabilities, get_task, list_tasks
-from lifecycle.tasks.parts import PART_NAMES, Forward, Labeling, Part, StreamingOutputs
+from lifecycle.tasks.parts import PART_NAMES, Forward, Labeling, Landing, Part, StreamingOutputs
 from lifecycle.trainer import AmpStep, build_optimizer
 
 
@@ -169,7 +169,7 @@ def test_monitoring_part(task, samples):
 
 def test_labeling_part_round_trips_a_label(task, samples, tmp_path):
     """Label Studio, where the task has a labeling part: a prediction becomes a pre-annotation whose label
-    inspects as valid, and lands where collect reads it."""
+    inspects as valid, lands where collect reads it (twice: nothing is written again), and nonsense is refused."""
     if task.labeling is None:
         assert "labeling" not in task.spec.capabilities
         return
@@ -178,14 +178,22 @@ def test_labeling_part_round_trips_a_label(task, samples, tmp_path):
     with torch.no_grad():
         outputs = task.network.forward(model, task.codec.batch_inputs([task.codec.prepare(samples[0][0])])).outputs
     prediction = task.outputs.predict(outputs)[0]
-    label = task.labeling.from_label_studio(task.labeling.to_label_studio(prediction))
     data = samples[0][2].data
+    result = task.labeling.to_label_studio(prediction)
+    for region in result:
+        assert {"from_name", "to_name", "type", "value"} <= set(region), region
+    label = task.labeling.from_label_studio(result, data)
     task.source.inspect(data, label)
     assert task.labeling.interface().startswith("<View>")
     with pytest.raises(ValueError):
-        task.labeling.from_label_studio([{"type": "nonsense"}])
-    landed = task.labeling.landing_path(tmp_path / "incoming", label, "x" + samples[0][2].suffix)
-    landed.parent.mkdir(parents=True, exist_ok=True)
-    landed.write_bytes(data)
-    collected = [c for c in task.source.collect(tmp_path / "incoming") if c.source == "incoming"]
-    assert [c.label for c in collected if isinstance(c, RawSample)] == [label]
+        task.labeling.from_label_studio([{"type": "nonsense"}], data)
+    incoming = tmp_path / "incoming"
+    landing = [Landing("x" + samples[0][2].suffix, data, label)]
+    assert task.labeling.land(incoming, landing), "the sample is written"
+    assert task.labeling.land(incoming, landing) == [], "a sample already there is left as it is"
+    landing_only = task.with_config(
+        task.cfg.model_copy(update={"collect": task.cfg.collect.model_copy(update={"embedded": False})})
+    )
+    collected = list(landing_only.source.collect(incoming))
+    assert [c.label for c in collected if isinstance(c, RawSample)] == [label], collected
+    assert all(isinstance(c, RawSample) for c in collected), "nothing in the landing zone is rejected"

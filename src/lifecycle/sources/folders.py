@@ -80,3 +80,26 @@ def write_tsv_labeled_files(root: Path, files: Sequence[tuple[str, bytes, str]])
     for name, data, _ in files:
         (root / name).write_bytes(data)
     (root / LABELS_FILE).write_text("".join(f"{name}\t{text}\n" for name, _, text in files), encoding="utf-8")
+
+
+def add_tsv_labeled_files(root: Path, files: Sequence[tuple[str, bytes, str]]) -> list[Path]:
+    """Add (path under `root`, bytes, text) files to the layout `tsv_labeled_files` reads: each file written unless
+    it is there, its row appended to `labels.tsv` (rewritten whole, atomically) unless the file is listed already.
+    Nothing is overwritten or lost. Returns the files written."""
+    from lifecycle.atomic import write_bytes, write_text
+
+    labels_file = root / LABELS_FILE
+    existing = labels_file.read_text(encoding="utf-8") if labels_file.is_file() else ""
+    listed = {row.partition("\t")[0] for row in existing.splitlines()}
+    rows, written = [], []
+    for name, data, text in files:
+        if name in listed:
+            continue
+        if not (root / name).exists():
+            write_bytes(root / name, data)
+            written.append(root / name)
+        rows.append(f"{name}\t{text}\n")
+        listed.add(name)
+    if rows:
+        write_text(labels_file, existing + ("\n" if existing and not existing.endswith("\n") else "") + "".join(rows))
+    return written

@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from lifecycle.atomic import read_jsonl, write_bytes, write_json, write_jsonl
 from lifecycle.paths import TaskPaths
 from lifecycle.samples import InvalidSample, RawSample, Rejected
+from lifecycle.splitting import CAPTURED, captured_digests
 from lifecycle.tasks import Task
 from lifecycle.tasks.parts import Source
 
@@ -72,6 +73,7 @@ def collect(source: Source, paths: TaskPaths) -> CollectSummary:
         new_quarantined += 1
         log.warning("quarantined %s: %s", candidate.origin, candidate.reason)
 
+    captured = captured_digests(paths.incoming)
     for candidate in source.collect(paths.incoming):
         if isinstance(candidate, Rejected):
             reject(candidate)
@@ -79,6 +81,8 @@ def collect(source: Source, paths: TaskPaths) -> CollectSummary:
         if candidate.source == "embedded" and (candidate.origin, json.dumps(candidate.label)) in planned:
             continue
         digest = sha256(candidate.data)
+        if candidate.source == "incoming" and digest in captured:  # a reviewed production input
+            candidate = replace(candidate, source=CAPTURED, group=CAPTURED)
         known = manifest.get(digest)
         if known is not None:
             if known["label"] != candidate.label:

@@ -204,7 +204,7 @@ class StreamingOutputs(Protocol):
 
 class Labeling(Part):
     """Human review in Label Studio: the labeling interface, predictions as pre-annotations, reviewed
-    annotations back as labels, and where a labeled sample lands so that `collect` reads it."""
+    annotations back as labels, and reviewed samples written into the landing zone in the layout `collect` reads."""
 
     def interface(self) -> str:
         """The Label Studio labeling interface (XML)."""
@@ -214,13 +214,23 @@ class Labeling(Part):
         """A prediction as a Label Studio pre-annotation `result`."""
         raise NotImplementedError
 
-    def from_label_studio(self, result: Any) -> Label:
-        """The label of a reviewed annotation `result`; ValueError when it is malformed."""
+    def from_label_studio(self, result: Any, data: bytes) -> Label:
+        """The label of a reviewed annotation `result` of the input `data`; ValueError when it is malformed."""
         raise NotImplementedError
 
-    def landing_path(self, incoming: Path, label: Label, name: str) -> Path:
-        """Where a labeled sample goes in the landing zone so that `collect` reads it with its label."""
+    def land(self, incoming: Path, samples: Sequence[Landing]) -> list[Path]:
+        """Write labeled samples into the landing zone `incoming` in the layout `collect` reads, never overwriting
+        a file (a sample already there is left as it is); return the files written."""
         raise NotImplementedError
+
+
+class Landing(NamedTuple):
+    """A labeled sample on its way to the landing zone: its file name there (content hash + suffix), its bytes,
+    its label."""
+
+    name: str
+    data: bytes
+    label: Label
 
 
 class Reports(Part):

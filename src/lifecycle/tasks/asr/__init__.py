@@ -22,6 +22,7 @@ from lifecycle.tasks.asr.outputs import AsrOutputs
 from lifecycle.tasks.asr.reports import AsrReports
 from lifecycle.tasks.asr.source import AsrSource
 from lifecycle.tasks.parts import Goal, Monitoring, Parts, Schemas, TaskSpec
+from lifecycle.tasks.shared import TextLabeling
 
 if TYPE_CHECKING:
     import numpy as np
@@ -46,6 +47,10 @@ class AsrMonitoring(Monitoring):
         return encode_wav(shift_audio(self.codec.decode(data), kind, rng)[0].numpy())
 
 
+class AsrLabeling(TextLabeling):
+    media, field, text_name = "Audio", "audio", "transcript"
+
+
 def parts(cfg: Any) -> Parts:
     if cfg.train.augment:
         raise ConfigError(
@@ -61,6 +66,7 @@ def parts(cfg: Any) -> Parts:
         outputs=outputs,
         monitoring=AsrMonitoring(cfg, codec),
         reports=AsrReports(cfg, codec, outputs),
+        labeling=AsrLabeling(cfg),
     )
 
 
@@ -71,6 +77,6 @@ SPEC = register_task(
         goal=Goal("wer", higher_is_better=False),
         schemas=Schemas(collect=AsrCollect, model=AsrModel, validate=AsrValidate),
         build_parts=parts,
-        capabilities=frozenset({"streaming", "variable_size"}),
+        capabilities=frozenset({"labeling", "streaming", "variable_size"}),
     )
 )

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
-from lifecycle.samples import Label
-from lifecycle.tasks.parts import Labeling
+from lifecycle.atomic import write_bytes
+from lifecycle.tasks.parts import Labeling, Landing
 
 
 class ClassifyLabeling(Labeling):
@@ -26,11 +27,18 @@ class ClassifyLabeling(Labeling):
             {"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": [prediction["label"]]}}
         ]
 
-    def from_label_studio(self, result: Any) -> str:
+    def from_label_studio(self, result: Any, data: bytes) -> str:
         choices = [r for r in result or [] if isinstance(r, dict) and r.get("type") == "choices"]
         if len(choices) != 1 or len(choices[0].get("value", {}).get("choices") or []) != 1:
             raise ValueError(f"expected one 'choices' result with one class, got {json.dumps(result)[:200]}")
         return str(choices[0]["value"]["choices"][0])
 
-    def landing_path(self, incoming: Path, label: Label, name: str) -> Path:
-        return incoming / str(label) / name
+    def land(self, incoming: Path, samples: Sequence[Landing]) -> list[Path]:
+        """Each image in its class folder."""
+        written = []
+        for sample in samples:
+            target = incoming / str(sample.label) / sample.name
+            if not target.exists():
+                write_bytes(target, sample.data)
+                written.append(target)
+        return written

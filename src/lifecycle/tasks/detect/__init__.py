@@ -16,6 +16,7 @@ import numpy as np
 from lifecycle.tasks import register_task
 from lifecycle.tasks.detect.codec import DetectCodec
 from lifecycle.tasks.detect.config import DetectCollect, DetectModel, DetectValidate
+from lifecycle.tasks.detect.labeling import DetectLabeling
 from lifecycle.tasks.detect.network import DetectNetwork
 from lifecycle.tasks.detect.outputs import DetectOutputs
 from lifecycle.tasks.detect.reports import DetectReports
@@ -45,7 +46,7 @@ def parts(cfg: Any) -> Parts:
         outputs=DetectOutputs(cfg),
         monitoring=DetectMonitoring(cfg, codec),
         reports=DetectReports(cfg, codec),
-        labeling=None,
+        labeling=DetectLabeling(cfg),
     )
 
 
@@ -56,6 +57,6 @@ SPEC = register_task(
         goal=Goal("map_50", higher_is_better=True),
         schemas=Schemas(collect=DetectCollect, model=DetectModel, validate=DetectValidate),
         build_parts=parts,
-        capabilities=frozenset({"masks"}),
+        capabilities=frozenset({"labeling", "masks"}),
     )
 )

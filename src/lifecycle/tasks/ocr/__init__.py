@@ -22,7 +22,7 @@ from lifecycle.tasks.ocr.outputs import OcrOutputs
 from lifecycle.tasks.ocr.reports import OcrReports
 from lifecycle.tasks.ocr.source import OcrSource
 from lifecycle.tasks.parts import Goal, Parts, Schemas, TaskSpec
-from lifecycle.tasks.shared import ImageMonitoring
+from lifecycle.tasks.shared import ImageMonitoring, TextLabeling
 
 
 class OcrMonitoring(ImageMonitoring):
@@ -34,6 +34,10 @@ class OcrMonitoring(ImageMonitoring):
         return {"confidence": float(prediction["confidence"]), "text_length": float(len(prediction["text"]))}
 
 
+class OcrLabeling(TextLabeling):
+    media, field, text_name = "Image", "image", "text"
+
+
 def parts(cfg: Any) -> Parts:
     codec, outputs = OcrCodec(cfg), OcrOutputs(cfg)
     return Parts(
@@ -43,6 +47,7 @@ def parts(cfg: Any) -> Parts:
         outputs=outputs,
         monitoring=OcrMonitoring(cfg, codec),
         reports=OcrReports(cfg, codec),
+        labeling=OcrLabeling(cfg),
     )
 
 
@@ -53,6 +58,6 @@ SPEC = register_task(
         goal=Goal("cer", higher_is_better=False),
         schemas=Schemas(collect=OcrCollect, model=OcrModel),
         build_parts=parts,
-        capabilities=frozenset({"variable_size"}),
+        capabilities=frozenset({"labeling", "variable_size"}),
     )
 )
