@@ -247,6 +247,9 @@ class MonitoringConfig(Strict):
     capture_inputs: bool = Field(False, description="the service keeps a sample of raw inputs for labeling")
     capture_rate: float = Field(0.1, gt=0, le=1, description="share of answered requests whose input is kept")
     capture_dir: Path = Field(Path("data/captured"), description="captured inputs, <capture_dir>/<task>/")
+    capture_max_mb: float = Field(
+        500, gt=0, description="each task's captured inputs are held to this size: the oldest are dropped first"
+    )
     label_below: float = Field(0.9, gt=0, le=1, description="captured inputs below this confidence go to review")
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from lifecycle import registry
 from lifecycle.atomic import atomic_path, write_json, write_text
+from lifecycle.capture import capture_stats
 from lifecycle.config import ConfigError, MonitoringConfig
 from lifecycle.models import load_task
 from lifecycle.paths import TaskPaths
@@ -97,6 +98,7 @@ class Decision:
     reason: str = ""
     report_html: str | None = None
     report_json: str | None = None
+    captured: dict[str, Any] = field(default_factory=dict)  # the capture folder: files, mb, dropped by its bound
 
 
 @dataclass
@@ -170,12 +172,16 @@ def monitor_task(task_name: str, params_path: Path, root: Path) -> dict[str, Any
             stored.path / REFERENCE,
         )
     log_dir = params.serving.log_dir if params.serving.log_dir.is_absolute() else root / params.serving.log_dir
-    return monitor(task_name, params.monitoring, log_dir, root / "reports" / "drift" / task_name)
+    captures = root / params.monitoring.capture_dir / task_name  # an absolute capture_dir stays as it is
+    return monitor(task_name, params.monitoring, log_dir, root / "reports" / "drift" / task_name, captures)
 
 
-def monitor(task_name: str, cfg: MonitoringConfig, log_dir: Path, out_dir: Path) -> dict[str, Any]:
+def monitor(
+    task_name: str, cfg: MonitoringConfig, log_dir: Path, out_dir: Path, capture_dir: Path | None = None
+) -> dict[str, Any]:
     """Compare the production model's request-log window with its reference; write the report and decision under
-    `out_dir` (`<timestamp>.html`, `.json`, `.decision.json`) and return the decision."""
+    `out_dir` (`<timestamp>.html`, `.json`, `.decision.json`) and return the decision, with what the capture folder
+    holds and how many captures its bound dropped."""
     stored = registry.production(task_name)
     if stored is None:
         raise LookupError(f"no production model for task '{task_name}': nothing is served, so nothing to monitor")
@@ -202,6 +208,7 @@ def monitor(task_name: str, cfg: MonitoringConfig, log_dir: Path, out_dir: Path)
         since,
         window.until,
         thresholds=cfg.drift_share.model_dump(),
+        captured=capture_stats(capture_dir) if capture_dir is not None else {},
     )
     if window.rows < cfg.min_rows:
         decision.reason = f"{window.rows} logged requests since {since or 'the start'}; at least {cfg.min_rows} needed"
