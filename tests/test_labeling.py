@@ -4,7 +4,9 @@ import hashlib
 import json
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import make_task, run
 from lifecycle.traffic import send_traffic
@@ -45,6 +47,7 @@ def test_label_studio_round_trip_lands_reviewed_samples_and_rejects_malformed_ex
         reviewed.append(
             {"id": 100 + i, "data": item["data"], "annotations": [{"result": result, "was_cancelled": False}]}
         )
+    reviewed[-1]["annotations"] = [{"result": [], "was_cancelled": True}]  # skipped by the reviewer
     incoming = paths.incoming
     keep = incoming / "7" / "already-here.png"
     keep.parent.mkdir(parents=True, exist_ok=True)
@@ -66,9 +69,213 @@ def test_label_studio_round_trip_lands_reviewed_samples_and_rejects_malformed_ex
 
     names = [landed_name(item) for item in tasks]
     (tmp_path / "export.json").write_text(json.dumps(reviewed))
-    label(paths, "--import", str(tmp_path / "export.json"))
+    out = label(paths, "--import", str(tmp_path / "export.json")).stdout
+    assert f"{len(tasks) - 1} reviewed samples imported" in out and "1 cancelled skipped" in out
     accepted = tasks[0]["predictions"][0]["result"][0]["value"]["choices"][0]
     assert (incoming / accepted / names[0]).exists(), "the accepted pre-annotation's label"
-    assert all((incoming / "3" / name).exists() for name in names[1:]), "the reviewer's corrections"
+    assert all((incoming / "3" / name).exists() for name in names[1:-1]), "the reviewer's corrections"
+    assert not any(incoming.rglob(names[-1])), "the cancelled item is not imported"
     assert keep.exists(), "what was in the landing zone stays"
-    assert not any((captured / t["data"]["capture"]).exists() for t in tasks), "imported captures leave the capture dir"
+    assert not any((captured / t["data"]["capture"]).exists() for t in tasks[:-1]), "imported captures leave"
+    assert (captured / tasks[-1]["data"]["capture"]).exists(), "the cancelled item's capture stays for review"
+
+
+def png(pixels: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def label_studio_export(tasks, results, cancelled=(), first_id=1):
+    """A Label Studio JSON export as Label Studio writes it: each task with its id, data, predictions and one
+    annotation (id, completed_by, result regions with ids, was_cancelled, ground_truth, lead_time)."""
+    items = []
+    for i, (item, result) in enumerate(zip(tasks, results)):
+        regions = [{"id": f"r{i}-{n}", **region} for n, region in enumerate(result)]
+        annotation = {"id": 1000 + i, "completed_by": 1, "result": [] if i in cancelled else regions}
+        annotation |= {"was_cancelled": i in cancelled, "ground_truth": False, "lead_time": 4.2}
+        items.append({"id": first_id + i, **item, "annotations": [annotation]})
+    return items
+
+
+def truth_as_result(task, label):
+    """What a reviewer who fixes the pre-annotation to the truth leaves in Label Studio."""
+    if task.name == "detect":
+        objects = [{"label": c, "score": 1.0, "box": b} for b, c in zip(label["boxes"], label["labels"])]
+        return task.labeling.to_label_studio({"objects": objects, "mask": label["mask"]})
+    return task.labeling.to_label_studio({"text": label, "confidence": 1.0})
+
+
+@pytest.mark.parametrize("name", ["detect", "ocr", "asr"])
+def test_reviewed_captures_close_the_loop(name, promoted_all, tmp_path):
+    """capture -> label (pre-annotated Label Studio tasks, interface beside them) -> a reviewed export with one item
+    cancelled -> a malformed export refused whole -> --import (landing-zone layout of the task) -> collect -> split:
+    the reviewed captures are collected with their reviewed labels in group `captured`, split by content hash."""
+    import copy
+    import shutil
+
+    from lifecycle.atomic import read_jsonl
+    from lifecycle.capture import capture_input
+    from lifecycle.config import MonitoringConfig
+    from lifecycle.data import rows_of_split
+    from lifecycle.labeling import export_for_review, import_reviewed
+    from lifecycle.monitoring import monitor
+    from lifecycle.paths import TaskPaths
+    from lifecycle.serving import Predictor
+    from lifecycle.stages.collect import run as collect
+    from lifecycle.stages.split import run as split
+
+    shared, params, stored = promoted_all[name]
+    task = make_task(params, name)
+    truth = {}
+    captured = tmp_path / "captured" / name
+    rng = np.random.default_rng(0)
+    for n, row in enumerate(rows_of_split(shared.split_manifest, "test")[:5]):  # production inputs, a little noisy
+        data = task.monitoring.shift((shared.raw / row["path"]).read_bytes(), "noise", rng)
+        upload = "upload.wav" if name == "asr" else "upload.png"  # the shifted input's encoding
+        truth[capture_input(captured, f"req{n}", upload, data, 50).name] = row["label"]
+    exported = export_for_review(Predictor.from_store(stored, "cpu"), captured, tmp_path / "labeling", 1.01, 8)
+    tasks = json.loads(exported.import_file.read_text())
+    assert exported.for_review == len(tasks) == 5 and not exported.unreadable
+    interface = exported.config_file.read_text()
+    field = task.codec.input_field
+    for item in tasks:
+        assert item["data"][field].startswith(("data:image/png;base64,", "data:audio/wav;base64,"))
+        assert item["predictions"][0]["model_version"] == stored.tag
+        for region in item["predictions"][0]["result"]:
+            assert f'name="{region["from_name"]}" toName="{region["to_name"]}"' in interface
+    expected_tags = {
+        "detect": ["<RectangleLabels", "<BrushLabels"],
+        "ocr": ["<TextArea"],
+        "asr": ["<Audio", "<TextArea"],
+    }
+    assert all(tag in interface for tag in expected_tags[name])
+
+    results = [truth_as_result(task, truth[item["data"]["capture"]]) for item in tasks]
+    reviewed = label_studio_export(tasks, results, cancelled={1})
+    incoming = tmp_path / "data" / "incoming" / name
+    broken = copy.deepcopy(reviewed)
+    broken[3]["annotations"][0]["result"] = [{"from_name": "x", "to_name": "y", "type": "nonsense", "value": {}}]
+    (tmp_path / "broken.json").write_text(json.dumps(broken))
+    with pytest.raises(ValueError, match=r"item 3 \(task id 4\)"):
+        import_reviewed(task, tmp_path / "broken.json", captured, incoming)
+    assert not incoming.exists() and len(list(captured.glob("req*"))) == 5, "nothing written, nothing removed"
+
+    (tmp_path / "export.json").write_text(json.dumps(reviewed))
+    done = import_reviewed(task, tmp_path / "export.json", captured, incoming)
+    assert (done.reviewed, done.cancelled, done.captures_removed) == (4, 1, 4)
+    assert [p.name for p in captured.glob("req*")] == [tasks[1]["data"]["capture"]], "the cancelled capture stays"
+    if name == "detect":
+        assert len(list(incoming.glob("reviewed-*/annotations.json"))) == 1
+        assert len(list(incoming.glob("reviewed-*/masks/*.png"))) == 4
+    else:
+        assert len((incoming / "labels.tsv").read_text().splitlines()) == 4
+    again = import_reviewed(task, tmp_path / "export.json", captured, incoming)
+    assert again.written == [] and again.reviewed == 4, "importing again (from the inline data) overwrites nothing"
+
+    paths = TaskPaths(tmp_path, name)
+    shutil.copytree(shared.raw, paths.raw)  # the data the production model was trained on
+    landing_only = copy.deepcopy(params)
+    landing_only[name]["collect"]["embedded"] = False
+    before = len(read_jsonl(paths.raw_manifest))
+    collected = collect(make_task(landing_only, name), paths)
+    assert collected.new == 4 and collected.new_quarantined == 0 and collected.by_source["captured"] == 4
+    rows = [r for r in read_jsonl(paths.raw_manifest) if r["source"] == "captured"]
+    assert len(read_jsonl(paths.raw_manifest)) == before + 4 and all(r["group"] == "captured" for r in rows)
+    reviewed_truth = [truth[item["data"]["capture"]] for i, item in enumerate(tasks) if i != 1]
+    if name == "detect":  # the brushed class map exactly, the boxes to the rounding of Label Studio's percentages
+        by_mask = {json.dumps(t["mask"], sort_keys=True): t for t in reviewed_truth}
+        for row in rows:
+            expected = by_mask[json.dumps(row["label"]["mask"], sort_keys=True)]
+            assert row["label"]["labels"] == expected["labels"]
+            assert np.allclose(row["label"]["boxes"], expected["boxes"], atol=0.01)
+        assert len(by_mask) == len(rows) == 4
+    else:
+        assert sorted(r["label"] for r in rows) == sorted(reviewed_truth)
+    summary = split(make_task(landing_only, name), paths)
+    assert summary["groups"]["captured"]["samples"] == 4
+
+    decision = monitor(name, MonitoringConfig(min_rows=10**6), tmp_path / "no-logs", tmp_path / "drift", captured)
+    assert decision["captured"] == {"files": 1, "mb": decision["captured"]["mb"], "dropped": 0}
+
+
+def test_reviewed_captures_reach_the_next_run_whose_model_and_dvc_lock_record_them(tmp_path):
+    """classify on through the next lifecycle run: a first `dvc repro` promotes a model (deliberately weak: one
+    epoch at a learning rate of 1e-6, so that the next model, trained for six, beats it), the service's captures are labeled, reviewed and
+    imported with the CLI, and the next `dvc repro` collects them: dvc.lock records the new landing zone, raw data,
+    split and model, and the promoted model version carries the new data's DVC hash. A model store of its own
+    (BENTOML_HOME) keeps the session's production models out of it."""
+    import copy
+    import os
+    import subprocess
+
+    import yaml
+
+    from conftest import TINY_CLASSIFY, make_project
+    from lifecycle.atomic import read_jsonl
+    from lifecycle.capture import capture_input
+    from lifecycle.data import rows_of_split
+
+    params = {"tasks": ["classify"], "classify": copy.deepcopy(TINY_CLASSIFY)}
+    params["classify"]["train"].update(epochs=1, lr=1e-6)
+    project = make_project(tmp_path / "project", params)
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml")}
+
+    def cli(*args):
+        proc = subprocess.run(args, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert proc.returncode == 0, proc.stdout[-4000:]
+        return proc.stdout
+
+    def repro():
+        cli(sys.executable, "-m", "dvc", "repro", "promote-classify")
+        stages = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+        return {
+            f"{s}:{e['path']}": e["md5"] for s, st in stages.items() for e in st.get("deps", []) + st.get("outs", [])
+        }
+
+    first = repro()
+    captured = project / "data" / "captured" / "classify"
+    truth = {}
+    for n, row in enumerate(rows_of_split(project / "data/prepared/classify/manifest.jsonl", "test")[:6]):
+        inverted = 255 - np.asarray(Image.open(project / "data/raw/classify" / row["path"]))  # new, unsure inputs
+        truth[capture_input(captured, f"req{n}", "digit.png", png(inverted), 50).name] = row["label"]
+    cli(sys.executable, "-m", "lifecycle.cli", "label", "--task", "classify")
+    tasks = json.loads(sorted((project / "reports/labeling/classify").glob("*-import.json"))[-1].read_text())
+    assert len(tasks) == 6, "a weak model is unsure of every input"
+    results = [
+        [
+            {
+                "from_name": "label",
+                "to_name": "image",
+                "type": "choices",
+                "value": {"choices": [truth[t["data"]["capture"]]]},
+            }
+        ]
+        for t in tasks
+    ]
+    (tmp_path / "export.json").write_text(json.dumps(label_studio_export(tasks, results, cancelled={0})))
+    out = cli(
+        sys.executable, "-m", "lifecycle.cli", "label", "--task", "classify", "--import", str(tmp_path / "export.json")
+    )
+    assert "5 reviewed samples imported" in out and "1 cancelled skipped" in out
+
+    params["classify"]["train"].update(epochs=6, batch_size=16, lr=0.01)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    second = repro()
+    for key in (
+        "collect-classify:data/incoming/classify",
+        "collect-classify:data/raw/classify",
+        "split-classify:data/prepared/classify",
+        "train-classify:models/classify/model.pt",
+    ):
+        assert second[key] != first[key], f"dvc.lock records the new {key}"
+    rows = [r for r in read_jsonl(project / "data/raw/classify/manifest.jsonl") if r["source"] == "captured"]
+    assert sorted(r["label"] for r in rows) == sorted(truth[t["data"]["capture"]] for t in tasks[1:])
+    split_summary = json.loads((project / "reports/classify/split/summary.json").read_text())
+    assert split_summary["groups"]["captured"]["samples"] == 5
+    decision = json.loads((project / "reports/classify/promote/decision.json").read_text())
+    assert decision["promoted"], decision["summary"]
+    code = f"from lifecycle import registry; print(registry.get({decision['stored_as']!r}).metadata['dvc_data_md5'])"
+    assert cli(sys.executable, "-c", code).strip() == second["collect-classify:data/raw/classify"]
