@@ -95,3 +95,49 @@ def external_references(document: str) -> list[str]:
     parser = _Refs()
     parser.feed(document)
     return parser.refs
+
+
+COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+Point = tuple[float, float, str | None]  # x, y, and the page the point links to (or None)
+
+
+def line_chart(title: str, series: dict[str, list[Point]], x_label: str, width: int = 520, height: int = 240) -> str:
+    """An inline SVG line chart, one line per series; a point with a link is clickable. Drawn here, not by a
+    plotting library in the browser, so it needs no script and no network."""
+    points = [p for line in series.values() for p in line]
+    if not points:
+        return f"<p>{esc(title)}: no data yet.</p>"
+    left, right, top, bottom = 56, 12, 28, 36
+    x0, x1 = min(p[0] for p in points), max(p[0] for p in points)
+    y0, y1 = min(p[1] for p in points), max(p[1] for p in points)
+    x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1)
+
+    def at(x: float, y: float) -> str:
+        sx = left + (x - x0) / (x1 - x0) * (width - left - right)
+        sy = height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom)
+        return f"{sx:.1f},{sy:.1f}"
+
+    parts = [
+        f"<svg width='{width}' height='{height}' role='img' class='chart'>",
+        f"<title>{esc(title)}</title><text x='{left}' y='16' font-size='13' font-weight='600'>{esc(title)}</text>",
+        f"<line x1='{left}' y1='{height - bottom}' x2='{width - right}' y2='{height - bottom}' stroke='#888'/>",
+        f"<line x1='{left}' y1='{top}' x2='{left}' y2='{height - bottom}' stroke='#888'/>",
+        f"<text x='{left - 4}' y='{top + 4}' font-size='11' text-anchor='end'>{y1:.3g}</text>",
+        f"<text x='{left - 4}' y='{height - bottom}' font-size='11' text-anchor='end'>{y0:.3g}</text>",
+        f"<text x='{left}' y='{height - 20}' font-size='11'>{x0:.4g}</text>",
+        f"<text x='{width - right}' y='{height - 20}' font-size='11' text-anchor='end'>{x1:.4g}</text>",
+        f"<text x='{(left + width) // 2}' y='{height - 4}' font-size='11' text-anchor='middle'>{esc(x_label)}</text>",
+    ]
+    for i, (name, line) in enumerate(series.items()):
+        color = COLORS[i % len(COLORS)]
+        coords = " ".join(at(x, y) for x, y, _ in line)
+        parts.append(f"<polyline fill='none' stroke='{color}' stroke-width='1.5' points='{coords}'/>")
+        for x, y, href in line:
+            cx, cy = at(x, y).split(",")
+            dot = f"<circle cx='{cx}' cy='{cy}' r='3' fill='{color}'><title>{esc(name)}: {y:.4g}</title></circle>"
+            parts.append(f"<a href='{esc(href)}'>{dot}</a>" if href else dot)
+        parts.append(
+            f"<text x='{width - right}' y='{top + 14 * i}' font-size='11' fill='{color}' "
+            f"text-anchor='end'>{esc(name)}</text>"
+        )
+    return "".join(parts) + "</svg>"
