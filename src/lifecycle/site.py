@@ -172,6 +172,8 @@ def _number(value: Any) -> bool:
 
 
 def _fmt(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
     return f"{float(value):.4f}" if _number(value) else "–"
 
 
