@@ -19,7 +19,7 @@ export BENTOML_HOME                     ?= $(CURDIR)/.bentoml
 export DVC_SITE_CACHE_DIR               ?= $(CURDIR)/.dvc/site-cache
 export MPLCONFIGDIR                     ?= $(CURDIR)/.cache/matplotlib
 
-.PHONY: setup run lint test dvc-yaml serve bento schedule bench bench-serve clean
+.PHONY: setup run lint test chromium report dvc-yaml serve bento schedule bench bench-serve clean
 
 setup: $(STAMP)
 
@@ -38,8 +38,16 @@ lint: setup  ## ruff (lint and format), the import-linter layer contracts, mypy;
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
-test: lint
+test: lint chromium
 	$(BIN)/python -m pytest
+
+# The browser test opens the reports in Debian's headless Chromium; as root, install it when missing (else it skips).
+chromium:
+	@if ! command -v chromium >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; fi
+
+report: setup  ## rebuild the report site reports/index.html from the reports on disk
+	$(BIN)/lifecycle report
 
 dvc-yaml: setup  ## regenerate dvc.yaml from the pipeline definition, for params.yaml's tasks
 	$(BIN)/lifecycle dvc-yaml

@@ -14,6 +14,8 @@ from prefect.exceptions import ObjectNotFound
 
 from lifecycle.monitoring import markdown, monitor_task
 from lifecycle.params import load_params
+from lifecycle.paths import TaskPaths
+from lifecycle.site import rebuild as rebuild_site
 
 RETRAIN_FLOW = "lifecycle"
 
@@ -32,7 +34,12 @@ def monitor(task: str = "classify", root: str = ".") -> dict:
     """Drift or not for one task; drift starts the retraining deployment when monitoring.retrain_on_drift is on."""
     root = str(Path(root).resolve())
     decision = check_drift(task, root)
-    create_markdown_artifact(key=f"{task}-drift", markdown=markdown(decision), description=f"{task}: drift decision")
+    site = rebuild_site(Path(root))
+    report = TaskPaths(Path(root), task).drift_reports / (decision["report_html"] or "")
+    pages = f"\nReport site: `{site}`" + (f"\n\nEvidently report: `{report}`" if decision["report_html"] else "")
+    create_markdown_artifact(
+        key=f"{task}-drift", markdown=markdown(decision) + pages, description=f"{task}: drift decision"
+    )
     print(f"{task}: {decision['status']}: {decision['reason']}")
     if decision["drift"] and load_params(Path(root) / "params.yaml", only=[]).monitoring.retrain_on_drift:
         reason = f"drift detected by monitor: {decision['reason']}"

@@ -15,6 +15,7 @@ from prefect.artifacts import create_markdown_artifact
 from lifecycle.paths import TaskPaths
 from lifecycle.pipeline import STAGE_NAMES, dvc_stage_name
 from lifecycle.reporting import run_summary, summary_markdown
+from lifecycle.site import rebuild as rebuild_site
 
 RETRIES = {"collect": 2}  # reading user folders can fail transiently; the other stages are deterministic
 
@@ -61,6 +62,7 @@ def lifecycle(
     summary["reason"] = reason
     if record_versions:
         summary["recorded"] = record(task, root, reason)
+    rebuild_site(Path(root))  # after recording: the site is no DVC output and never part of a version
     create_markdown_artifact(
         key=f"{task}-metrics", markdown=summary_markdown(summary), description=f"{task}: test metrics and reports"
     )

@@ -1,3 +1,6 @@
+import os
+import stat
+
 import pytest
 
 from lifecycle.atomic import atomic_dir, atomic_path, read_jsonl, write_json, write_jsonl
@@ -33,3 +36,17 @@ def test_json_round_trip(tmp_path):
     write_jsonl(tmp_path / "rows.jsonl", [{"x": 1}, {"x": [2]}])
     assert read_jsonl(tmp_path / "rows.jsonl") == [{"x": 1}, {"x": [2]}]
     assert read_jsonl(tmp_path / "missing.jsonl") == []
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_written_files_and_directories_honour_the_umask(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        write_json(tmp_path / "a.json", {"b": 1})
+        with atomic_dir(tmp_path / "docs") as tmp:
+            (tmp / "index.html").write_text("page")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE((tmp_path / "docs").stat().st_mode) == 0o777 & ~umask
+    assert stat.S_IMODE((tmp_path / "docs" / "index.html").stat().st_mode) == 0o666 & ~umask

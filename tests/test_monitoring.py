@@ -86,3 +86,10 @@ def test_drift_starts_the_retrain_deployment_with_the_reason_and_no_drift_does_n
     calm = monitor_flow(task="classify", root=str(paths.root))
     assert calm["status"] == "no drift" and "retrain_flow_run" not in calm
     assert set(retrain_runs()) == set(before) | {started.id}, "no drift starts no retraining"
+
+    from prefect.artifacts import Artifact
+
+    shown = Artifact.get("classify-drift").data  # the flow's artifact gives the pages' paths
+    report = paths.drift_reports / calm["report_html"]
+    assert f"Report site: `{paths.root / 'reports' / 'index.html'}`" in shown and f"`{report}`" in shown
+    assert f"href='drift/classify/{calm['report_html']}'" in (paths.root / "reports" / "index.html").read_text()

@@ -65,6 +65,9 @@ def test_flow_then_dvc_repro_run_every_stage_once_then_only_what_changed(tmp_pat
     assert set(lock["stages"]) == {f"{s}-classify" for s in STAGE_NAMES}
     assert artifact is not None and "test accuracy" in artifact.data and "Last promotion decision:" in artifact.data
     assert summary["promotion"]["summary"] and decision.data.startswith("# classify: ")
+    site = project / "reports" / "index.html"
+    assert f"report site: `{site}`" in artifact.data and "model card: `" in artifact.data
+    assert "<h2 id='classify'>" in site.read_text() and (project / "reports/classify/promote/model_card.md").exists()
     shown = dvc(project, "metrics", "show", "--json").stdout
     assert '"accuracy"' in shown
 
@@ -78,6 +81,9 @@ def test_flow_then_dvc_repro_run_every_stage_once_then_only_what_changed(tmp_pat
     assert decision["promoted"] or decision["reasons"]
 
     assert ran_stages(dvc(project, "repro").stdout) == [], "a second repro is a no-op"
+    run([sys.executable, "-m", "lifecycle.cli", "report"], project)
+    assert "<h2 id='detect'>" in site.read_text() and changed_stages(dvc(project, "status").stdout) == []
+    assert "reports/index.html" not in run(["git", "status", "--porcelain"], project).stdout, "the site is no version"
     params["classify"]["train"]["lr"] = 0.02
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     expected = ["evaluate-classify", "promote-classify", "train-classify", "tune-classify"]  # tune: around train

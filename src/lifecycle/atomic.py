@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+
+def _fresh_name(target: Path, suffix: str) -> Path:
+    """A hidden name beside `target` no other writer picks (128 random bits)."""
+    return target.parent / f".{target.name}.{secrets.token_hex(16)}{suffix}"
 
 
 @contextmanager
@@ -17,9 +22,9 @@ def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _fresh_name(target, ".tmp")
+    # os.open's mode passes through the process umask (mkstemp's fixed 0600 would survive the rename)
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     try:
         yield tmp
         os.replace(tmp, target)
@@ -32,7 +37,8 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     """Yield a fresh temporary directory that replaces `target` (a directory) when the block succeeds."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp = _fresh_name(target, "")
+    tmp.mkdir(0o777)  # the umask applies, as for any directory (mkdtemp's is always 0700)
     old = target.parent / f".{target.name}.old"
     try:
         yield tmp

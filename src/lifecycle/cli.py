@@ -197,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--check", action="store_true", help="exit 1 when dvc.yaml is not what would be written")
     generate.add_argument("--params", type=Path, default=Path("params.yaml"))
     generate.add_argument("--root", type=Path, default=Path("."))
+    report = commands.add_parser("report", help="rebuild the report site reports/index.html from the reports on disk")
+    report.add_argument("--task", help="only this task (default: every task in params.yaml)")
+    report.add_argument("--params", type=Path, default=Path("params.yaml"))
+    report.add_argument("--root", type=Path, default=Path("."))
     check = commands.add_parser("check-params", help="validate params.yaml and exit")
     check.add_argument("--params", type=Path, default=Path("params.yaml"))
     return parser
@@ -233,9 +237,15 @@ def main(argv: list[str] | None = None) -> int:
             return predict_command(args)
         elif args.command == "monitor":
             from lifecycle.monitoring import monitor_task
+            from lifecycle.site import rebuild
 
             decision = monitor_task(args.task, args.params, args.root.resolve())
-            print(f"{args.task}: {decision['status']}: {decision['reason']}")
+            print(f"{args.task}: {decision['status']}: {decision['reason']}; reports: {rebuild(args.root.resolve())}")
+        elif args.command == "report":
+            from lifecycle.site import build_site
+
+            tasks = [args.task] if args.task else list(load_params(args.params, only=[]).tasks)
+            print(build_site(args.root.resolve(), tasks))
         elif args.command == "label":
             return label_command(args)
         elif args.command == "transcribe":

@@ -65,3 +65,18 @@ class TaskPaths:
 
     def reports(self, stage: str) -> Path:
         return self.root / "reports" / self.task / stage
+
+    @property
+    def drift_reports(self) -> Path:
+        """The monitor's Evidently reports and decisions (runtime outputs, not DVC's)."""
+        return self.root / "reports" / "drift" / self.task
+
+    @property
+    def model_card(self) -> Path:
+        """Written at promotion beside the decision; the HTML page has the same name with .html."""
+        return self.reports("promote") / "model_card.md"
+
+
+def report_site(root: Path) -> Path:
+    """The report site's index, linking every task's reports (rebuilt by `lifecycle report`; not a DVC output)."""
+    return root / "reports" / "index.html"

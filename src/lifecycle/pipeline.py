@@ -16,6 +16,7 @@ from lifecycle.paths import TaskPaths
 from lifecycle.tasks import Task, section_schema
 
 RAW, PREPARED, MODEL = "data/raw/{task}", "data/prepared/{task}", "models/{task}/model.pt"
+MODEL_CARD, MODEL_CARD_HTML = "reports/{task}/promote/model_card.md", "reports/{task}/promote/model_card.html"
 
 
 @dataclass(frozen=True)
@@ -107,8 +108,8 @@ STAGES: tuple[Stage, ...] = (
             "reports/{task}/evaluate/predictions.jsonl",
             "reports/{task}/evaluate/reference.parquet",
         ),
-        outs=("reports/{task}/promote/decision.md",),
-        uncached=("reports/{task}/promote/decision.md",),
+        outs=("reports/{task}/promote/decision.md", MODEL_CARD, MODEL_CARD_HTML),
+        uncached=("reports/{task}/promote/decision.md", MODEL_CARD, MODEL_CARD_HTML),
         metrics=("reports/{task}/promote/decision.json",),
     ),
 )

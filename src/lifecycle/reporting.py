@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lifecycle.paths import TaskPaths
+from lifecycle.paths import TaskPaths, report_site
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -23,6 +23,7 @@ def run_summary(paths: TaskPaths) -> dict[str, Any]:
         "tuning": read_json(paths.reports("tune") / "summary.json"),
         "promotion": read_json(paths.reports("promote") / "decision.json"),
         "reports": {
+            "report_site": report_site(paths.root),
             "data_docs": paths.reports("validate") / "data_docs" / "index.html",
             "tuning_figures": paths.reports("tune") / "figures",
             "augmented_samples": paths.reports("train") / "augmented.png",
@@ -30,6 +31,7 @@ def run_summary(paths: TaskPaths) -> dict[str, Any]:
             "evaluation_figures": paths.reports("evaluate") / "figures",
             "model": paths.model,
             "promotion_decision": paths.reports("promote") / "decision.md",
+            "model_card": paths.model_card.with_suffix(".html"),
         },
     }
 

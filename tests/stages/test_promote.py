@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import yaml
 
 from conftest import make_task
 from lifecycle import registry
@@ -9,6 +10,7 @@ from lifecycle.paths import TaskPaths
 from lifecycle.stages.evaluate import evaluate
 from lifecycle.stages.promote import promote
 from lifecycle.stages.train import train
+from pages import assert_offline
 
 pytestmark = pytest.mark.slow
 
@@ -38,6 +40,30 @@ def test_first_promoted_worse_rejected_better_promoted_then_rollback(prepared, t
     assert stored.metadata["metrics"]["accuracy"] == pytest.approx(weak["accuracy"])
     assert json.loads(stored.metadata["params"])["train"]["epochs"] == 1 and "git_revision" in stored.metadata
     assert (prepared.reports("promote") / "decision.md").read_text().startswith("# classify: PROMOTED")
+    card = prepared.model_card.read_text()
+    assert card.startswith(f"# Model card: classify model {first['stored_as']}\n")
+    for heading in (
+        "What it does",
+        "Inputs",
+        "Data versions",
+        "Test metrics",
+        "Test metrics per group",
+        "Largest confusions and error examples",
+        "Promotion decision",
+        "Serving contract",
+        "Known limits",
+        "Params it was trained with",
+    ):
+        assert f"\n## {heading}\n" in card, heading
+    assert f"| accuracy | {weak['accuracy']:.4f} |" in card and first["summary"] in card
+    assert "POST /classify" in card and "field 'image'" in card and "never on photographs" in card
+    trained_with = card.split("## Params it was trained with\n\n```yaml\n")[1].split("```")[0]
+    assert yaml.safe_load(trained_with)["train"]["epochs"] == 1
+    assert (stored.path / "model_card.md").read_text() == card, "the card travels with the stored model"
+    assert (stored.path / "model_card.html").read_text() == prepared.model_card.with_suffix(".html").read_text()
+    site = (prepared.root / "reports" / "index.html").read_text()
+    assert "promote/model_card.html" in site and f"production {first['stored_as']}" in site
+    assert {p.name for p in assert_offline(prepared.root / "reports")} >= {"index.html", "model_card.html"}
 
     again = promote(make_task(tiny_params), prepared)
     assert not again["promoted"] and "does not beat production" in again["summary"]

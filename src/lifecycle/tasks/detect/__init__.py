@@ -21,7 +21,7 @@ from lifecycle.tasks.detect.network import DetectNetwork
 from lifecycle.tasks.detect.outputs import DetectOutputs
 from lifecycle.tasks.detect.reports import DetectReports
 from lifecycle.tasks.detect.source import DetectSource
-from lifecycle.tasks.parts import Goal, Parts, Schemas, TaskSpec
+from lifecycle.tasks.parts import Goal, ModelCardText, Parts, Schemas, TaskSpec
 from lifecycle.tasks.shared import ImageMonitoring
 
 
@@ -58,5 +58,17 @@ SPEC = register_task(
         schemas=Schemas(collect=DetectCollect, model=DetectModel, validate=DetectValidate),
         build_parts=parts,
         capabilities=frozenset({"labeling", "masks"}),
+        card=ModelCardText(
+            does="Finds the digits in a scene: a box, a class and a score per digit, and a per-pixel class map.",
+            inputs="One colour image (any format Pillow reads), resized to the trained scene size.",
+            known_limits=(
+                (
+                    "Trained only on synthetic 128x128 scenes of 1-6 MNIST digits on generated backgrounds, digits "
+                    "never overlapping: never on photographs, real documents, overlapping or rotated digits, or "
+                    "objects other than digits."
+                ),
+                "Scenes much larger than the trained size are resized, so small digits in them may be missed.",
+            ),
+        ),
     )
 )

@@ -21,7 +21,7 @@ from lifecycle.tasks.ocr.network import OcrNetwork
 from lifecycle.tasks.ocr.outputs import OcrOutputs
 from lifecycle.tasks.ocr.reports import OcrReports
 from lifecycle.tasks.ocr.source import OcrSource
-from lifecycle.tasks.parts import Goal, Parts, Schemas, TaskSpec
+from lifecycle.tasks.parts import Goal, ModelCardText, Parts, Schemas, TaskSpec
 from lifecycle.tasks.shared import ImageMonitoring, TextLabeling
 
 
@@ -59,5 +59,20 @@ SPEC = register_task(
         schemas=Schemas(collect=OcrCollect, model=OcrModel),
         build_parts=parts,
         capabilities=frozenset({"labeling", "variable_size"}),
+        card=ModelCardText(
+            does="Reads the text of one line image: the string and a confidence.",
+            inputs="One image of a single horizontal line of text (any format Pillow reads), scaled to 32 px high.",
+            known_limits=(
+                (
+                    "Trained only on lines rendered with the fonts inside the matplotlib wheel (and Pillow's font): "
+                    "never on handwriting, scanned documents or photographs of text."
+                ),
+                (
+                    "Reads only the characters of ocr.collect.charset; anything else (accents, other scripts) comes "
+                    "out as something else."
+                ),
+                "One line per image: a page or a paragraph is not split into lines.",
+            ),
+        ),
     )
 )
