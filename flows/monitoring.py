@@ -14,6 +14,7 @@ from prefect.exceptions import ObjectNotFound
 
 from lifecycle.monitoring import markdown, monitor_task
 from lifecycle.params import load_params
+from lifecycle.runtime import configure_environment
 
 RETRAIN_FLOW = "lifecycle"
 
@@ -31,6 +32,7 @@ def check_drift(task_name: str, root: str) -> dict:
 def monitor(task: str = "classify", root: str = ".") -> dict:
     """Drift or not for one task; drift starts the retraining deployment when monitoring.retrain_on_drift is on."""
     root = str(Path(root).resolve())
+    configure_environment(Path(root))  # on a worker the process inherits the worker's environment, not the project's
     decision = check_drift(task, root)
     create_markdown_artifact(key=f"{task}-drift", markdown=markdown(decision), description=f"{task}: drift decision")
     print(f"{task}: {decision['status']}: {decision['reason']}")
@@ -56,8 +58,6 @@ def monitor(task: str = "classify", root: str = ".") -> dict:
 
 
 def main() -> None:
-    from lifecycle.runtime import configure_environment
-
     parser = argparse.ArgumentParser(description=monitor.__doc__)
     parser.add_argument("--task", default="classify")
     args = parser.parse_args()

@@ -240,6 +240,25 @@ class DriftThresholds(Strict):
     embedding: float = Field(0.3, gt=0, le=1)
 
 
+GIT_IDENTITY = r"^\s*(?P<name>[^<>]*[^<>\s])\s*<(?P<email>[^<>\s]+@[^<>\s]+)>\s*$"
+
+
+def parse_git_identity(value: str) -> tuple[str, str]:
+    """`Name <email@host>` -> (name, email); ValueError saying the expected form otherwise."""
+    import re
+
+    match = re.match(GIT_IDENTITY, value)
+    if not match:
+        raise ValueError(f"{value!r} is not a git identity of the form 'Name <email@host>'")
+    return match["name"], match["email"]
+
+
+def _git_identity(value: str | None) -> str | None:
+    if value is not None:
+        parse_git_identity(value)
+    return value
+
+
 class MonitoringConfig(Strict):
     """Drift monitoring over the request log, the schedules, and what a drift-triggered retraining records."""
 
@@ -264,6 +283,11 @@ class MonitoringConfig(Strict):
     retrain_cron: str = Field("0 3 * * 1", description="retrain-<task>: weekly, Monday 03:00 UTC")
     commit_lock: bool = Field(True, description="a scheduled run commits dvc.lock naming the run and its reason")
     push: bool = Field(True, description="a scheduled run pushes data and models to the DVC remote")
+    git_author: Annotated[str | None, AfterValidator(_git_identity)] = Field(
+        None,
+        description="'Name <email>' committing a recorded run where git has no identity (no user.email) on the "
+        "machine running it, e.g. a worker; null: git's own",
+    )
     capture_inputs: bool = Field(False, description="the service keeps a sample of raw inputs for labeling")
     capture_rate: float = Field(0.1, gt=0, le=1, description="share of answered requests whose input is kept")
     capture_dir: Path = Field(Path("data/captured"), description="captured inputs, <capture_dir>/<task>/")
