@@ -1,7 +1,12 @@
 """Scheduled deployments for every task in params.yaml: retrain-<task> (the lifecycle flow, recording what it
 produced) and monitor-<task> (drift), on the crons in params.yaml's monitoring section.
 
-    make schedule      # python -m flows.deployments: serves them all from this process; Ctrl-C stops
+    make schedule                                  # python -m flows.deployments: serves them from this process
+    python -m flows.deployments --work-pool local  # registers them with a Prefect server's work pool instead
+
+Registered with a work pool, each deployment carries what a worker needs to run it anywhere on this machine: the
+project as the working directory (a process worker otherwise runs each flow run in a new temporary directory) and
+the project's environment (telemetry off, the libraries' state inside the project).
 """
 
 from __future__ import annotations
@@ -14,10 +19,21 @@ from flows.training import lifecycle
 from lifecycle.params import load_params
 
 
-def deployments(root: Path) -> list[Any]:
-    """The RunnerDeployments of every task: served by `prefect.serve` here, or applied to a server."""
+def worker_job_variables(root: Path) -> dict[str, Any]:
+    """The process work pool's job variables for the project at `root`."""
+    from lifecycle.runtime import worker_environment
+
+    return {"working_dir": str(root), "env": worker_environment(root)}
+
+
+def deployments(root: Path, work_pool: str | None = None) -> list[Any]:
+    """The RunnerDeployments of every task: served by `prefect.serve` here (no work pool), or registered with
+    `work_pool` on a server."""
     params = load_params(root / "params.yaml", only=[])
     cron = params.monitoring
+    pool: dict[str, Any] = (
+        {"work_pool_name": work_pool, "job_variables": worker_job_variables(root)} if work_pool else {}
+    )
     found = []
     for name in params.tasks:
         found.append(
@@ -26,7 +42,8 @@ def deployments(root: Path) -> list[Any]:
                 cron=cron.retrain_cron,
                 tags=["lifecycle", name],
                 parameters={"task": name, "root": str(root), "reason": "scheduled retraining", "record_versions": True},
-                description=f"{name}: the whole lifecycle; records data and model versions (dvc push, dvc.lock commit)",
+                description=f"{name}: the whole lifecycle; records data and model versions (dvc push, git commit)",
+                **pool,
             )
         )
         found.append(
@@ -36,6 +53,7 @@ def deployments(root: Path) -> list[Any]:
                 tags=["lifecycle", name],
                 parameters={"task": name, "root": str(root)},
                 description=f"{name}: drift report of the served model; drift starts {retrain_deployment(name)}",
+                **pool,
             )
         )
     return found
@@ -56,10 +74,10 @@ def main() -> None:
     )
     args = parser.parse_args()
     configure_environment()
-    found = deployments(Path.cwd().resolve())
+    found = deployments(Path.cwd().resolve(), args.work_pool)
     if args.work_pool:
         for deployment in found:
-            print(f"{deployment.name}: {deployment.apply(work_pool_name=args.work_pool)}")
+            print(f"{deployment.name}: {deployment.apply()}")
     else:
         serve(*found)
 

@@ -15,6 +15,7 @@ from prefect.exceptions import ObjectNotFound
 from lifecycle.monitoring import markdown, monitor_task
 from lifecycle.params import load_params
 from lifecycle.paths import TaskPaths
+from lifecycle.runtime import configure_environment
 from lifecycle.site import rebuild as rebuild_site
 
 RETRAIN_FLOW = "lifecycle"
@@ -33,6 +34,7 @@ def check_drift(task_name: str, root: str) -> dict:
 def monitor(task: str = "classify", root: str = ".") -> dict:
     """Drift or not for one task; drift starts the retraining deployment when monitoring.retrain_on_drift is on."""
     root = str(Path(root).resolve())
+    configure_environment(Path(root))  # on a worker the process inherits the worker's environment, not the project's
     decision = check_drift(task, root)
     site = rebuild_site(Path(root))
     report = TaskPaths(Path(root), task).drift_reports / (decision["report_html"] or "")
@@ -63,8 +65,6 @@ def monitor(task: str = "classify", root: str = ".") -> dict:
 
 
 def main() -> None:
-    from lifecycle.runtime import configure_environment
-
     parser = argparse.ArgumentParser(description=monitor.__doc__)
     parser.add_argument("--task", default="classify")
     args = parser.parse_args()

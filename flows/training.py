@@ -15,6 +15,7 @@ from prefect.artifacts import create_markdown_artifact
 from lifecycle.paths import TaskPaths
 from lifecycle.pipeline import STAGE_NAMES, dvc_stage_name
 from lifecycle.reporting import run_summary, summary_markdown
+from lifecycle.runtime import configure_environment
 from lifecycle.site import rebuild as rebuild_site
 
 RETRIES = {"collect": 2}  # reading user folders can fail transiently; the other stages are deterministic
@@ -37,14 +38,16 @@ def repro_stage(stage: str, task_name: str, root: str) -> None:
 
 @task(task_run_name="record@{task_name}")
 def record(task_name: str, root: str, reason: str) -> str:
-    """Push data and model versions to the DVC remote and commit dvc.lock naming this run and its reason."""
+    """Push data and model versions to the DVC remote; commit dvc.lock and the git-tracked outputs it describes,
+    naming this run and its reason."""
     from prefect.runtime import flow_run
 
     from lifecycle.params import load_params
     from lifecycle.recording import record_run
 
     cfg = load_params(Path(root) / "params.yaml", only=[]).monitoring
-    recorded = record_run(Path(root), task_name, flow_run.name or "local", reason, cfg.push, cfg.commit_lock)
+    name = flow_run.name or "local"
+    recorded = record_run(Path(root), task_name, name, reason, cfg.push, cfg.commit_lock, cfg.git_author)
     return recorded.commit or "dvc.lock unchanged"
 
 
@@ -55,6 +58,7 @@ def lifecycle(
     """Collect, validate, split, tune, train, evaluate and promote one task; returns the run summary. Scheduled and
     drift-triggered runs (the retrain-<task> deployment) set `record_versions`: see lifecycle.recording."""
     root = str(Path(root).resolve())
+    configure_environment(Path(root))  # on a worker the process inherits the worker's environment, not the project's
     print(f"{task}: {reason}")
     for stage in STAGE_NAMES:
         repro_stage.with_options(retries=RETRIES.get(stage, 0), retry_delay_seconds=5)(stage, task, root)

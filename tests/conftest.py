@@ -12,6 +12,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -342,3 +345,25 @@ def _ready(url: str) -> bool:
         return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+POSTGRES = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "test"}  # trust auth, as CI runs it
+
+
+@contextmanager
+def postgres_database(prefix: str) -> Iterator[str]:
+    """A new database on the PostgreSQL at 127.0.0.1:5432, dropped afterwards; yields `user@host:port/name` (the
+    part of a URL after the driver). Skips the test, saying why, when no PostgreSQL answers there."""
+    import psycopg
+
+    try:
+        admin = psycopg.connect(**POSTGRES, connect_timeout=3, autocommit=True)
+    except psycopg.OperationalError as e:
+        pytest.skip(f"no PostgreSQL answers at {POSTGRES['host']}:{POSTGRES['port']} (user postgres, trust auth): {e}")
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{POSTGRES['user']}@{POSTGRES['host']}:{POSTGRES['port']}/{name}"
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()

@@ -152,6 +152,15 @@ class SearchDimension(Strict):
         )
 
 
+STUDY_STORAGES = ("postgresql", "mysql", "sqlite")  # SQLAlchemy dialects Optuna's RDB storage supports
+
+
+def _study_storage(url: str | None) -> str | None:
+    if url is not None and ("://" not in url or url.split("://")[0].split("+")[0] not in STUDY_STORAGES):
+        raise ValueError(f"{url!r} is not a database URL ({', '.join(d + '://...' for d in STUDY_STORAGES)})")
+    return url
+
+
 class TuneConfig(Strict):
     """A hyperparameter search: Optuna's TPE sampler and median pruner, trials run by a Prefect task runner."""
 
@@ -161,6 +170,14 @@ class TuneConfig(Strict):
     epochs: int = Field(3, ge=1, description="epochs per trial (train.epochs is for the final model)")
     runner: Literal["threads", "dask"] = "threads"
     dask_address: str | None = Field(None, description="a running Dask scheduler; null starts a local cluster")
+    storage: Annotated[str | None, AfterValidator(_study_storage)] = Field(
+        None,
+        description="the study's database URL, shared by searches on several machines (postgresql://user@host:port/db; "
+        "needs psycopg); null: SQLite in models/<task>/tune/study.db",
+    )
+    heartbeat_seconds: int = Field(
+        10, ge=1, description="a running trial records that it is alive this often; one silent 3x as long is retried"
+    )
     seed: int = 0
     sampler_startup_trials: int = Field(3, ge=0, description="random trials before TPE models the space")
     pruner_startup_trials: int = Field(2, ge=0, description="finished trials before the pruner compares")
@@ -171,7 +188,10 @@ class TuneConfig(Strict):
 
     def fingerprint_fields(self) -> dict[str, Any]:
         """What defines the study; how many trials and how they run do not (so a search can be extended)."""
-        return self.model_dump(mode="json", exclude={"enabled", "trials", "parallel", "runner", "dask_address"})
+        return self.model_dump(
+            mode="json",
+            exclude={"enabled", "trials", "parallel", "runner", "dask_address", "storage", "heartbeat_seconds"},
+        )
 
 
 class EvaluateConfig(Strict):
@@ -220,6 +240,25 @@ class DriftThresholds(Strict):
     embedding: float = Field(0.3, gt=0, le=1)
 
 
+GIT_IDENTITY = r"^\s*(?P<name>[^<>]*[^<>\s])\s*<(?P<email>[^<>\s]+@[^<>\s]+)>\s*$"
+
+
+def parse_git_identity(value: str) -> tuple[str, str]:
+    """`Name <email@host>` -> (name, email); ValueError saying the expected form otherwise."""
+    import re
+
+    match = re.match(GIT_IDENTITY, value)
+    if not match:
+        raise ValueError(f"{value!r} is not a git identity of the form 'Name <email@host>'")
+    return match["name"], match["email"]
+
+
+def _git_identity(value: str | None) -> str | None:
+    if value is not None:
+        parse_git_identity(value)
+    return value
+
+
 class MonitoringConfig(Strict):
     """Drift monitoring over the request log, the schedules, and what a drift-triggered retraining records."""
 
@@ -244,6 +283,11 @@ class MonitoringConfig(Strict):
     retrain_cron: str = Field("0 3 * * 1", description="retrain-<task>: weekly, Monday 03:00 UTC")
     commit_lock: bool = Field(True, description="a scheduled run commits dvc.lock naming the run and its reason")
     push: bool = Field(True, description="a scheduled run pushes data and models to the DVC remote")
+    git_author: Annotated[str | None, AfterValidator(_git_identity)] = Field(
+        None,
+        description="'Name <email>' committing a recorded run where git has no identity (no user.email) on the "
+        "machine running it, e.g. a worker; null: git's own",
+    )
     capture_inputs: bool = Field(False, description="the service keeps a sample of raw inputs for labeling")
     capture_rate: float = Field(0.1, gt=0, le=1, description="share of answered requests whose input is kept")
     capture_dir: Path = Field(Path("data/captured"), description="captured inputs, <capture_dir>/<task>/")

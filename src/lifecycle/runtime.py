@@ -20,19 +20,29 @@ TELEMETRY_OFF = {
 PREFECT_STARTUP = {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}
 
 
+def state_directories(root: Path) -> dict[str, str]:
+    """Where each library keeps its state for the project at `root`: inside it."""
+    return {
+        "PREFECT_HOME": str(root / ".prefect"),
+        "BENTOML_HOME": str(root / ".bentoml"),
+        "DVC_SITE_CACHE_DIR": str(root / ".dvc" / "site-cache"),
+        "MPLCONFIGDIR": str(root / ".cache" / "matplotlib"),
+    }
+
+
 def configure_environment(root: Path | None = None) -> None:
     """Set defaults (explicit settings in the environment win) for telemetry and state directories."""
     root = (root or Path.cwd()).resolve()
-    for key, value in {**TELEMETRY_OFF, **PREFECT_STARTUP}.items():
+    for key, value in {**TELEMETRY_OFF, **PREFECT_STARTUP, **state_directories(root)}.items():
         os.environ.setdefault(key, value)
-    state = {
-        "PREFECT_HOME": root / ".prefect",
-        "BENTOML_HOME": root / ".bentoml",
-        "DVC_SITE_CACHE_DIR": root / ".dvc" / "site-cache",
-        "MPLCONFIGDIR": root / ".cache" / "matplotlib",
-    }
-    for key, path in state.items():
-        os.environ.setdefault(key, str(path))
+
+
+def worker_environment(root: Path) -> dict[str, str]:
+    """What a flow run started by a worker needs of the project's environment (this process's settings win):
+    telemetry off and the libraries' state inside the project. Prefect's own settings come from the worker."""
+    wanted = {**TELEMETRY_OFF, **state_directories(root.resolve())}
+    wanted.pop("PREFECT_HOME")
+    return {key: os.environ.get(key, value) for key, value in wanted.items()}
 
 
 NOISY_LOGGERS = ("great_expectations", "matplotlib", "PIL", "httpx", "httpcore")

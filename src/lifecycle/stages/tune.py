@@ -1,7 +1,8 @@
 """Tune: an Optuna study over the search space the task declares in params.yaml (`tune.space`), with a TPE
 sampler and a median pruner fed the validation metric after every epoch. Each trial is a Prefect task, so the
 configured task runner runs them in parallel: threads, or a Dask cluster. The study lives in SQLite under the
-task's model directory, so an interrupted search resumes where it stopped; the best values go to a
+task's model directory, or in the database `tune.storage` names (PostgreSQL: searches on several machines share one
+study and its trial budget), so an interrupted search resumes where it stopped; the best values go to a
 DVC-tracked file that the train stage applies over params.yaml."""
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import logging
 import os
 import socket
 import time
+import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -64,15 +66,49 @@ def study_name(task: Task, paths: TaskPaths) -> str:
     return f"{task.name}-{fingerprint(definition, paths.split_manifest)[:12]}"
 
 
-def open_study(search: Search, task: Task, worker: int = 0, create: bool = False) -> Any:
+def study_storage(search: Search, task: Task) -> Any:
+    """Optuna's RDB storage: `tune.storage` (a database several searches share) or SQLite under the task's model
+    directory. Running trials record a heartbeat; one silent for 3 heartbeats was interrupted (its process died)
+    and is failed and queued again once, by whichever search notices first."""
+    import optuna
+    from optuna.exceptions import ExperimentalWarning
+
+    cfg = task.cfg.tune
+    engine: dict[str, Any]
+    if cfg.storage:
+        url, engine = cfg.storage, {"pool_pre_ping": True}
+    else:
+        search.paths.study.parent.mkdir(parents=True, exist_ok=True)
+        url, engine = f"sqlite:///{search.paths.study}", {"connect_args": {"timeout": 60}}  # parallel writers wait
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)  # heartbeats are experimental since Optuna 2.9
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine,
+            heartbeat_interval=cfg.heartbeat_seconds,
+            grace_period=3 * cfg.heartbeat_seconds,
+            heartbeat_stale_trial_callback=retry_once,
+        )
+
+
+def retry_once(study: Any, trial: Any) -> None:
+    """An interrupted trial runs again with the same values, once (a retry interrupted again is left failed)."""
+    if "retry_of" in trial.user_attrs:
+        log.warning(
+            "trial %d, a retry of trial %d, was interrupted too; not retried",
+            trial.number,
+            trial.user_attrs["retry_of"],
+        )
+        return
+    log.warning("trial %d was interrupted; it runs again with the same values", trial.number)
+    study.enqueue_trial(trial.params, user_attrs={**trial.user_attrs, "retry_of": trial.number})
+
+
+def open_study(search: Search, task: Task, worker: int = 0, create: bool = False, storage: Any = None) -> Any:
     import optuna
 
     cfg = task.cfg.tune
-    search.paths.study.parent.mkdir(parents=True, exist_ok=True)
-    storage = optuna.storages.RDBStorage(
-        f"sqlite:///{search.paths.study}",
-        engine_kwargs={"connect_args": {"timeout": 60}},  # parallel writers wait
-    )
+    storage = storage or study_storage(search, task)
     sampler = optuna.samplers.TPESampler(
         seed=cfg.seed + worker, n_startup_trials=cfg.sampler_startup_trials, constant_liar=True
     )  # constant_liar: running trials count as bad guesses, so parallel workers spread out
@@ -94,9 +130,7 @@ def open_study(search: Search, task: Task, worker: int = 0, create: bool = False
 
 def prepare_study(search: Search, task: Task) -> Any:
     """Create or reopen the study. A new one starts with params.yaml's values as its first trial (the baseline
-    that tuning must beat); trials left running by an interrupted search are failed and queued again."""
-    from optuna.trial import TrialState
-
+    that tuning must beat); trials whose search was interrupted are failed and queued again (see study_storage)."""
     study = open_study(search, task, create=True)
     if not study.trials:
         defaults = {key: value_at(task.cfg, key) for key in task.cfg.tune.space}
@@ -104,12 +138,17 @@ def prepare_study(search: Search, task: Task) -> Any:
             study.enqueue_trial(defaults, user_attrs={"baseline": True})
         else:
             log.warning("params.yaml's values lie outside tune.space; the study has no baseline trial")
-    for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        log.warning("trial %d was interrupted; it runs again with the same values", stale.number)
-        study.tell(stale.number, state=TrialState.FAIL)
-        first = stale.user_attrs.get("retry_of", stale.number)
-        study.enqueue_trial(stale.params, user_attrs={**stale.user_attrs, "retry_of": first})
+    fail_stale_trials(study)
     return study
+
+
+def fail_stale_trials(study: Any) -> None:
+    import optuna
+    from optuna.exceptions import ExperimentalWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
 
 @contextmanager
@@ -135,21 +174,32 @@ def finished_trials(study: Any) -> int:
 
 @task(task_run_name="trial-{index}")
 def run_trial(search: Search, index: int) -> dict[str, Any]:
-    """Ask the study for values, train with them for `tune.epochs` epochs, tell the study the result."""
+    """Ask the study for values, train with them for `tune.epochs` epochs, tell the study the result. Searches
+    sharing the study share its budget: none is asked once `tune.trials` trials are finished or running."""
     import optuna
+    from optuna.storages._heartbeat import get_heartbeat_thread
     from optuna.trial import TrialState
 
     base = search.build_task()
-    study = open_study(search, base, worker=index)
-    with exclusive(search.paths.study.with_suffix(".lock")):  # SQLite ignores Optuna's row locks
-        trial = study.ask({key: dim.distribution() for key, dim in base.cfg.tune.space.items()})
+    storage = study_storage(search, base)
+    study = open_study(search, base, worker=index, storage=storage)
+    # SQLite ignores Optuna's row locks: searches on this machine take turns; a server database locks rows itself
+    lock = nullcontext() if base.cfg.tune.storage else exclusive(search.paths.study.with_suffix(".lock"))
+    with lock:
+        fail_stale_trials(study)
+        if not _budget_left(study, base.cfg.tune.trials):
+            return {"number": None, "state": "SKIPPED", "params": {}}
+        with warnings.catch_warnings():  # Optuna expects heartbeats with study.optimize; run_trial is its loop
+            warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+            trial = study.ask({key: dim.distribution() for key, dim in base.cfg.tune.space.items()})
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     trial_cfg = with_overrides(
         base.cfg, {**trial.params, "train.epochs": base.cfg.tune.epochs, "train.progress": False}
     )
     started = time.perf_counter()
     try:
-        value = fit_trial(base.with_config(trial_cfg), search.paths, trial)
+        with get_heartbeat_thread(trial._trial_id, storage):  # what study.optimize runs around each trial
+            value = fit_trial(base.with_config(trial_cfg), search.paths, trial)
     except optuna.TrialPruned as pruned:
         study.tell(trial, state=TrialState.PRUNED)
         get_run_logger().info("trial %d pruned (%s): %s", trial.number, pruned, trial.params)
@@ -162,6 +212,15 @@ def run_trial(search: Search, index: int) -> dict[str, Any]:
     study.tell(trial, value)
     get_run_logger().info("trial %d: val %s %.4f with %s", trial.number, base.goal.metric, value, trial.params)
     return {"number": trial.number, "state": "COMPLETE", "value": value, "params": trial.params}
+
+
+def _budget_left(study: Any, trials: int) -> bool:
+    """A queued trial (the baseline, a retry) always runs; a new one only while finished + running < trials."""
+    from optuna.trial import TrialState
+
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    used = sum(s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING) for s in states)
+    return TrialState.WAITING in states or used < trials
 
 
 def fit_trial(task: Task, paths: TaskPaths, trial: Any) -> float:
@@ -215,7 +274,8 @@ def task_runner(cfg: Any) -> Any:
 
 @flow(name="tune", log_prints=True)
 def search_flow(search: Search) -> dict[str, Any]:
-    """Run the trials the study still needs, in parallel on the flow's task runner, then write the results."""
+    """Run the trials the study still needs, in parallel on the flow's task runner, then write the results. Other
+    searches may work on the same study (tune.storage): each trial checks the shared budget when it starts."""
     started = time.perf_counter()
     task = search.build_task()
     study = prepare_study(search, task)
@@ -294,7 +354,6 @@ def write_results(search: Search, task: Task, study: Any, failed: list[str | Non
 def plot_study(study: Any, out_dir: Path) -> dict[str, str]:
     """Optimisation history and parameter importances as PNGs; a figure that needs more trials is skipped
     with the reason recorded."""
-    import warnings
 
     from optuna.exceptions import ExperimentalWarning
 
