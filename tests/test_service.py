@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import sys
+import tarfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -297,3 +298,10 @@ def test_bentoml_build_packages_the_service_and_the_production_model(server, pro
     bento = Path(os.environ["BENTOML_HOME"]) / "bentos" / tag.replace(":", "/")
     assert (bento / "env" / "docker" / "Dockerfile").exists()
     assert (bento / "src" / "params.yaml").exists() and (bento / "src" / "src" / "lifecycle" / "service.py").exists()
+    archive = server.paths.root / "lifecycle.bento"  # BentoML 1.4 copies the models in on export
+    run([bentoml, "export", tag, str(archive)], server.paths.root)
+    with tarfile.open(archive) as bundle:
+        names = set(bundle.getnames())
+    for _, _, stored in promoted_all.values():  # each model travels with its model card
+        card = "models/{}/{}/model_card.md".format(*stored.tag.split(":"))
+        assert any(n.endswith(card) for n in names), sorted(n for n in names if "models/" in n)
