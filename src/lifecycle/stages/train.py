@@ -92,8 +92,6 @@ def train(task: Task, paths: TaskPaths) -> dict[str, Any]:
     """Fit with params.yaml's settings, overridden by the tune stage's best values when it found any."""
     if task.cfg.train.distributed.world_size > 1 and not distributed.active():
         return train_distributed(task, paths)
-    from dvclive import Live
-
     main = distributed.is_main()
     tuned = load_overrides(paths.tuned)
     task = task.with_config(with_overrides(task.cfg, tuned))
@@ -113,6 +111,8 @@ def train(task: Task, paths: TaskPaths) -> dict[str, Any]:
     if not main:  # the other processes train alongside; process 0 writes
         trainer.fit(model, train_loader, val_loader)
         return {}
+    from dvclive import Live
+
     with Live(dir=str(report_dir / "live"), save_dvc_exp=False, dvcyaml=None) as live:
         result = trainer.fit(model, train_loader, val_loader, on_epoch=functools.partial(log_epoch, live))
 
