@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler
 
 from lifecycle.atomic import read_jsonl
 from lifecycle.tasks.parts import Codec
@@ -101,7 +101,8 @@ def make_loader(
     """Batches of `dataset`; shuffled ones are drawn from a seeded generator (the trainer checkpoints its state)
     and, when the task's inputs vary in size, grouped by size. With `world` > 1 processes, this process's shard:
     its share of each global batch of `batch_size` when shuffled (training), every `world`-th sample otherwise
-    (evaluation, whose metrics the processes then reduce)."""
+    (evaluation, whose metrics the processes then reduce; as torch's DistributedSampler pads, up to `world` - 1
+    samples count twice there)."""
     generator = torch.Generator().manual_seed(seed) if shuffle else None
     sizes = dataset.sizes(codec) if shuffle else None
     batching: dict[str, Any]
@@ -114,8 +115,8 @@ def make_loader(
         batching = {"batch_size": batch_size, "shuffle": shuffle}
     if world > 1 and shuffle:
         batching["batch_sampler"] = ShardedBatches(batching["batch_sampler"], rank, world)
-    elif world > 1:
-        batching["sampler"] = range(rank, len(dataset), world)
+    elif world > 1:  # equal shares, the last padded with the first samples: list-state metrics (mAP) need them
+        batching["sampler"] = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
     return DataLoader(
         dataset,
         num_workers=num_workers,
