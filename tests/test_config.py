@@ -36,6 +36,30 @@ def test_repository_params_are_valid():
             lambda p: p["classify"]["train"].update(augment=[{"name": "RandomAffine", "args": {"degree": 3}}]),
             "classify.train.augment[0]: Value error, RandomAffine({'degree': 3}) cannot be built",
         ),
+        (
+            lambda p: p["classify"]["train"].update(distributed={"nproc_per_node": 0}),
+            "classify.train.distributed.nproc_per_node: Input should be greater than or equal to 1",
+        ),
+        (
+            lambda p: p["classify"]["train"].update(distributed={"nnodes": 2}),
+            "classify.train.distributed: Value error, rdzv_endpoint (host:port of one machine) is needed",
+        ),
+        (
+            lambda p: p["classify"]["train"].update(distributed={"nnodes": 2, "rdzv_endpoint": "node0"}),
+            "classify.train.distributed.rdzv_endpoint: String should match pattern",
+        ),
+        (
+            lambda p: p["classify"]["train"].update(distributed={"backend": "mpi"}),
+            "classify.train.distributed.backend: Input should be 'auto', 'gloo' or 'nccl'",
+        ),
+        (
+            lambda p: p["classify"]["train"].update(batch_size=30, distributed={"nproc_per_node": 4}),
+            "classify.train: Value error, batch_size (30) is the global batch and must divide evenly",
+        ),
+        (
+            lambda p: p["classify"]["train"].update(device="cuda:1", distributed={"nproc_per_node": 2}),
+            "classify.train: Value error, device 'cuda:1' names one GPU",
+        ),
     ],
 )
 def test_bad_values_name_the_key(tiny_params, edit, expected):

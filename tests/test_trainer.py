@@ -3,6 +3,7 @@ import pickle
 import pytest
 import torch
 
+from lifecycle.data import ShardedBatches, SimilarSizeBatches
 from lifecycle.devices import resolve_device, resolve_precision
 from lifecycle.trainer import AmpStep, save_checkpoint
 
@@ -49,3 +50,19 @@ def test_checkpoint_write_is_atomic(tmp_path):
         save_checkpoint(path, {"epoch": 2, "bad": lambda: None})  # unpicklable: the write fails
     assert torch.load(path, weights_only=True) == {"epoch": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+def test_sharded_batches_split_each_global_batch_evenly_among_processes():
+    """Each process takes an equal share of every global batch (the last one padded with its first samples);
+    together the shares are the global batch one process would train on."""
+    sizes = [int(s) for s in torch.randint(1, 50, (37,), generator=torch.Generator().manual_seed(1))]
+    global_batches = list(SimilarSizeBatches(sizes, 8, torch.Generator().manual_seed(0)))
+    shards = [
+        list(ShardedBatches(SimilarSizeBatches(sizes, 8, torch.Generator().manual_seed(0)), r, 4)) for r in range(4)
+    ]
+    assert all(len(s) == len(global_batches) for s in shards)
+    for step, batch in enumerate(global_batches):
+        shares = [shard[step] for shard in shards]
+        assert len({len(share) for share in shares}) == 1, "every process gets a batch of the same size"
+        together = [i for share in shares for i in share]
+        assert together[: len(batch)] == batch and set(together[len(batch) :]) <= set(batch)

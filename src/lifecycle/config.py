@@ -3,6 +3,7 @@ with a message naming the key path and what was expected."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 
@@ -77,6 +78,29 @@ class SplitConfig(Strict):
         return self
 
 
+class DistributedConfig(Strict):
+    """Data-parallel training with torchrun: `nproc_per_node` processes on each of `nnodes` machines, which meet
+    at `rdzv_endpoint` (host:port of one of them; not needed on one machine). One process in all (the default)
+    trains without torchrun."""
+
+    nproc_per_node: int = Field(1, ge=1, description="processes per machine, one per GPU on CUDA")
+    nnodes: int = Field(1, ge=1, description="machines taking part; each runs the train stage")
+    rdzv_endpoint: str | None = Field(
+        None, pattern=r"^[^:\s]+:\d{1,5}$", description="host:port where the machines meet (several machines)"
+    )
+    backend: Literal["auto", "gloo", "nccl"] = Field("auto", description="auto: nccl on CUDA, gloo on CPU")
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc_per_node * self.nnodes
+
+    @model_validator(mode="after")
+    def _endpoint_for_several_machines(self) -> DistributedConfig:
+        if self.nnodes > 1 and self.rdzv_endpoint is None:
+            raise ValueError("rdzv_endpoint (host:port of one machine) is needed when nnodes > 1")
+        return self
+
+
 class TrainConfig(Strict):
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(128, ge=1)
@@ -95,6 +119,22 @@ class TrainConfig(Strict):
     num_workers: int = Field(0, ge=0)
     progress: bool = True
     augment: list[AugmentStep] = Field(default_factory=list)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+    sync_batchnorm: bool = Field(
+        False, description="with several processes, batch norm statistics over the global batch (CUDA only)"
+    )
+
+    @model_validator(mode="after")
+    def _batch_splits_across_processes(self) -> TrainConfig:
+        world = self.distributed.world_size
+        if self.batch_size % world:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) is the global batch and must divide evenly among "
+                f"distributed.nproc_per_node x distributed.nnodes = {world} processes"
+            )
+        if world > 1 and re.fullmatch(r"cuda:\d+", self.device):
+            raise ValueError(f"device '{self.device}' names one GPU; with several processes use 'cuda' or 'auto'")
+        return self
 
     def augmentation(self) -> Any | None:
         """The declared augmentation as one `v2.Compose`, or None when none is declared."""

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from pathlib import Path
 from typing import Any, cast
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler
 
 from lifecycle.atomic import read_jsonl
 from lifecycle.tasks.parts import Codec
@@ -67,18 +67,56 @@ class SimilarSizeBatches(Sampler[list[int]]):
             yield batches[i]
 
 
+class ShardedBatches(Sampler[list[int]]):
+    """This process's share of each global batch, for data-parallel training: every process draws the same
+    global batches (the same generator state), pads each to a multiple of `world` with its first samples (so
+    that every process gets a batch of the same size, and DDP's mean of their gradients is the global batch's)
+    and takes slice `rank` of it. The global batches are those one process would train on."""
+
+    def __init__(self, batches: Iterable[list[int]], rank: int, world: int) -> None:
+        self.batches, self.rank, self.world = batches, rank, world
+
+    def __len__(self) -> int:
+        return len(cast(Sized, self.batches))
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.batches:
+            pad = -len(batch) % self.world
+            padded = batch + (batch * self.world)[:pad]
+            share = len(padded) // self.world
+            yield padded[self.rank * share : (self.rank + 1) * share]
+
+
 def make_loader(
-    codec: Codec, dataset: ManifestDataset, batch_size: int, *, shuffle: bool, num_workers: int = 0, seed: int = 0
+    codec: Codec,
+    dataset: ManifestDataset,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    num_workers: int = 0,
+    seed: int = 0,
+    rank: int = 0,
+    world: int = 1,
 ) -> DataLoader:
     """Batches of `dataset`; shuffled ones are drawn from a seeded generator (the trainer checkpoints its state)
-    and, when the task's inputs vary in size, grouped by size."""
+    and, when the task's inputs vary in size, grouped by size. With `world` > 1 processes, this process's shard:
+    its share of each global batch of `batch_size` when shuffled (training), every `world`-th sample otherwise
+    (evaluation, whose metrics the processes then reduce; as torch's DistributedSampler pads, up to `world` - 1
+    samples count twice there)."""
     generator = torch.Generator().manual_seed(seed) if shuffle else None
     sizes = dataset.sizes(codec) if shuffle else None
-    batching: dict[str, Any] = (
-        {"batch_sampler": SimilarSizeBatches(sizes, batch_size, cast(torch.Generator, generator))}
-        if sizes is not None
-        else {"batch_size": batch_size, "shuffle": shuffle}
-    )
+    batching: dict[str, Any]
+    if sizes is not None:
+        batching = {"batch_sampler": SimilarSizeBatches(sizes, batch_size, cast(torch.Generator, generator))}
+    elif shuffle and world > 1:
+        order = RandomSampler(dataset, generator=generator)
+        batching = {"batch_sampler": BatchSampler(order, batch_size, drop_last=False)}
+    else:
+        batching = {"batch_size": batch_size, "shuffle": shuffle}
+    if world > 1 and shuffle:
+        batching["batch_sampler"] = ShardedBatches(batching["batch_sampler"], rank, world)
+    elif world > 1:  # equal shares, the last padded with the first samples: list-state metrics (mAP) need them
+        batching["sampler"] = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
     return DataLoader(
         dataset,
         num_workers=num_workers,

@@ -1,5 +1,7 @@
 """The one generic training loop. The task fills the hooks (model, loss, metrics); this module owns the
-device, mixed precision, the optimiser step, early stopping and resumable checkpoints."""
+device, mixed precision, the optimiser step, early stopping and resumable checkpoints. Started by torchrun, it
+trains data-parallel (lifecycle.distributed): each process its shard, gradients all-reduced, validation reduced
+across processes, and only process 0 writes."""
 
 from __future__ import annotations
 
@@ -15,9 +17,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from lifecycle import distributed
 from lifecycle.atomic import atomic_path
 from lifecycle.config import TrainConfig
-from lifecycle.devices import autocast, resolve_device, resolve_precision, to_device
+from lifecycle.devices import autocast, resolve_precision, to_device
 from lifecycle.tasks.parts import Goal, Network, Outputs
 
 log = logging.getLogger(__name__)
@@ -43,6 +46,18 @@ class AmpStep:
         self.scaler.step(optimizer)
         self.scaler.update()
         optimizer.zero_grad(set_to_none=True)
+
+
+class ForwardStep(nn.Module):
+    """The task's training forward pass as one module call: DDP synchronises gradients of what runs inside its
+    own call, whichever methods of the model the task's forward uses."""
+
+    def __init__(self, network: Network, model: nn.Module) -> None:
+        super().__init__()
+        self.network, self.model = network, model
+
+    def forward(self, inputs: Any) -> Any:
+        return self.network.forward(self.model, inputs).outputs
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -120,12 +135,13 @@ def run_eval(
         metrics.update(outputs.float() if isinstance(outputs, torch.Tensor) else outputs, targets)
         if predict is not None:
             predictions += predict.predict(to_device(outputs, torch.device("cpu")))
-    return total_loss / max(count, 1), metrics.compute(), predictions
+    loss_sum, samples = distributed.sum_across(total_loss, count)  # torchmetrics reduces its own states
+    return loss_sum / max(samples, 1), metrics.compute(), predictions
 
 
 def train_one_epoch(
     network: Network,
-    model: nn.Module,
+    step_model: nn.Module,
     loader: DataLoader,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
@@ -133,15 +149,16 @@ def train_one_epoch(
     device: torch.device,
     progress: tqdm | None = None,
 ) -> tuple[float, int]:
-    """One pass over the training data; returns (mean loss, samples seen)."""
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
+    """One pass over the training data (a ForwardStep, data-parallel or not); returns (mean loss, samples seen),
+    over all processes."""
+    step_model.train()
+    params = [p for p in step_model.parameters() if p.requires_grad]
     loss_sum = torch.zeros((), device=device)
     seen = 0
     for step, (inputs, targets) in enumerate(loader):
         inputs, targets = to_device(inputs, device), to_device(targets, device)
         with amp.autocast():
-            outputs = network.forward(model, inputs).outputs
+            outputs = step_model(inputs)
             loss = network.loss(outputs, targets)
         amp.step(loss, optimizer, params)
         scheduler.step()
@@ -152,13 +169,15 @@ def train_one_epoch(
             progress.update(1)
             if step % 20 == 0:
                 progress.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-    return float(loss_sum) / max(seen, 1), seen
+    total, count = distributed.sum_across(loss_sum, seen)
+    return total / max(count, 1), int(count)
 
 
 @dataclass
 class RunState:
     """What a checkpoint must capture to continue a run exactly: weights, optimiser, schedule, loss scaler and
-    every random stream (augmentations and dropout draw from torch's; shuffling from the loader's generator)."""
+    every random stream (augmentations and dropout draw from torch's, one per process; shuffling from the
+    loader's generator, the same in every process). `snapshot` gathers from every process: all must call it."""
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -168,15 +187,18 @@ class RunState:
     device: torch.device
 
     def snapshot(self) -> dict[str, Any]:
+        process_rng = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+        }
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.amp.scaler.state_dict(),
             "rng": {
-                "torch": torch.get_rng_state(),
                 "loader": self.generator.get_state() if self.generator is not None else None,
-                "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+                "processes": distributed.gathered(process_rng),
             },
         }
 
@@ -185,17 +207,19 @@ class RunState:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.amp.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"]["torch"])
         if self.generator is not None and state["rng"]["loader"] is not None:
             self.generator.set_state(state["rng"]["loader"])
-        if self.device.type == "cuda" and state["rng"]["cuda"] is not None:
-            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        own = state["rng"]["processes"][distributed.rank()]  # the run's fingerprint holds its world size
+        torch.set_rng_state(own["torch"])
+        if self.device.type == "cuda" and own["cuda"] is not None:
+            torch.cuda.set_rng_state(own["cuda"], self.device)
 
 
 class Trainer:
     """Fits a task's model with early stopping on the task's validation metric (its `goal`), saving a resumable
     checkpoint after every epoch. `fingerprint` identifies the run (config + data): a checkpoint from a
-    different run, or from a finished one, is never resumed. `name` labels the log lines."""
+    different run, or from a finished one, is never resumed. `name` labels the log lines. In a torchrun process
+    the model trains data-parallel; `on_epoch` and the checkpoint are process 0's only."""
 
     def __init__(
         self,
@@ -210,7 +234,7 @@ class Trainer:
         self.cfg = cfg
         self.checkpoint_path = checkpoint_path
         self.fingerprint = fingerprint
-        self.device = resolve_device(cfg.device)
+        self.device = distributed.process_device(cfg)
         self.precision = resolve_precision(cfg.precision, self.device)
 
     def fit(
@@ -222,6 +246,7 @@ class Trainer:
     ) -> FitResult:
         cfg, device = self.cfg, self.device
         model.to(device)
+        step_model = distributed.data_parallel(ForwardStep(self.network, model), device, cfg.sync_batchnorm)
         optimizer = build_optimizer(model, cfg)
         run = RunState(
             model,
@@ -235,8 +260,12 @@ class Trainer:
         result = FitResult(-sign * float("inf"), -1, 0, False, 0, str(device), self.precision)
         bad_epochs = 0
 
-        state = self.resumable_state()
-        if state is not None:
+        main = distributed.is_main()
+        report = on_epoch if main else None
+        state = distributed.from_main(self.resumable_state() if main else None)
+        if state is None:
+            distributed.seed_process(cfg.seed)
+        else:
             run.restore(state)
             result.best_metric, result.best_epoch = state["best_metric"], state["best_epoch"]
             result.best_state_dict = state["best_model"]
@@ -244,12 +273,12 @@ class Trainer:
             result.epochs_run = result.resumed_from_epoch = state["epoch"]
             bad_epochs = state["bad_epochs"]
             log.info("resuming %s training from epoch %d (%s)", self.name, state["epoch"], self.checkpoint_path)
-            for entry in result.history if on_epoch is not None else []:
+            for entry in result.history if report is not None else []:
                 # the callback sees the whole run, restored epochs included
-                cast(Callable[[EpochLog], None], on_epoch)(entry)
+                cast(Callable[[EpochLog], None], report)(entry)
 
         for epoch in range(result.epochs_run, cfg.epochs):
-            entry = self._epoch(run, epoch, train_loader, val_loader)
+            entry = self._epoch(run, step_model, epoch, train_loader, val_loader)
             metric = entry.val_metrics[self.goal.metric]
             result.history.append(entry)
             result.epochs_run = epoch + 1
@@ -259,10 +288,9 @@ class Trainer:
             else:
                 bad_epochs += 1
             result.stopped_early = bad_epochs >= cfg.patience and epoch + 1 < cfg.epochs
-            if on_epoch is not None:
-                on_epoch(entry)
-            save_checkpoint(
-                self.checkpoint_path,
+            if report is not None:
+                report(entry)
+            self._save_checkpoint(
                 {
                     **run.snapshot(),
                     "fingerprint": self.fingerprint,
@@ -279,20 +307,28 @@ class Trainer:
                 break
         return result
 
-    def _epoch(self, run: RunState, epoch: int, train_loader: DataLoader, val_loader: DataLoader) -> EpochLog:
-        """Train one epoch, then measure on the validation split."""
+    def _save_checkpoint(self, state: dict[str, Any]) -> None:
+        if distributed.is_main():
+            save_checkpoint(self.checkpoint_path, state)
+            log.info("%s checkpoint of epoch %d written to %s", self.name, state["epoch"], self.checkpoint_path)
+
+    def _epoch(
+        self, run: RunState, step_model: nn.Module, epoch: int, train_loader: DataLoader, val_loader: DataLoader
+    ) -> EpochLog:
+        """Train one epoch, then measure on the validation split (every process measures process 0's model)."""
         cfg, metric = self.cfg, self.goal.metric
         with tqdm(
             total=len(train_loader),
             desc=f"{self.name} epoch {epoch + 1}/{cfg.epochs}",
             leave=False,
-            disable=None if cfg.progress else True,
+            disable=None if cfg.progress and distributed.is_main() else True,
         ) as bar:
             start = time.perf_counter()
             train_loss, seen = train_one_epoch(
-                self.network, run.model, train_loader, run.optimizer, run.scheduler, run.amp, run.device, bar
+                self.network, step_model, train_loader, run.optimizer, run.scheduler, run.amp, run.device, bar
             )
             seconds = time.perf_counter() - start
+        distributed.broadcast_buffers(run.model)
         val_loss, val_values, _ = run_eval(self.network, run.model, val_loader, run.device, run.amp)
         val_metrics = scalar_metrics(val_values)
         entry = EpochLog(epoch + 1, train_loss, val_loss, val_metrics, seen / seconds, run.scheduler.get_last_lr()[0])

@@ -1,11 +1,18 @@
-"""Train: fit the task's model on the train split, early-stopping on the validation split."""
+"""Train: fit the task's model on the train split, early-stopping on the validation split. With
+`train.distributed` asking for several processes the stage runs this module's `worker_main` in each of them
+through torchrun (data-parallel); process 0 writes the model, curves and summary."""
 
 from __future__ import annotations
 
+import argparse
+import functools
 import hashlib
 import json
 import logging
 import random
+import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -13,12 +20,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from lifecycle import distributed
 from lifecycle.atomic import write_json
 from lifecycle.config import load_overrides, with_overrides
 from lifecycle.data import ManifestDataset, make_loader, rows_of_split
 from lifecycle.models import save_model
 from lifecycle.paths import TaskPaths
-from lifecycle.tasks import Task
+from lifecycle.runtime import configure_logging
+from lifecycle.tasks import Task, build_task
 from lifecycle.trainer import EpochLog, Trainer
 
 log = logging.getLogger(__name__)
@@ -39,20 +48,40 @@ def fingerprint(definition: dict[str, Any], manifest: Path) -> str:
 
 
 def run_fingerprint(task: Task, paths: TaskPaths) -> str:
-    """Identifies a training run: the task's whole config and the exact split manifest."""
-    return fingerprint(task.cfg.model_dump(mode="json"), paths.split_manifest)
+    """Identifies a training run: the task's whole config and the exact split manifest. Of the distributed
+    settings only the world size counts (it splits the batches); where the processes meet does not."""
+    definition = task.cfg.model_dump(mode="json")
+    definition["train"]["distributed"] = {"world_size": task.cfg.train.distributed.world_size}
+    return fingerprint(definition, paths.split_manifest)
 
 
 def build_loaders(task: Task, paths: TaskPaths) -> tuple[DataLoader, DataLoader]:
-    """Train (shuffled, augmented) and validation loaders over the split manifest."""
+    """Train (shuffled, augmented) and validation loaders over the split manifest: in a data-parallel run this
+    process's shard, `train.batch_size` being the global batch."""
     cfg, codec = task.cfg.train, task.codec
+    rank, world = distributed.rank(), distributed.world_size()
     train_set = ManifestDataset(codec, rows_of_split(paths.split_manifest, "train"), paths.raw, train=True)
     val_set = ManifestDataset(codec, rows_of_split(paths.split_manifest, "val"), paths.raw, train=False)
+    workers = cfg.num_workers
     train_loader = make_loader(
-        codec, train_set, cfg.batch_size, shuffle=True, num_workers=cfg.num_workers, seed=cfg.seed
+        codec, train_set, cfg.batch_size, shuffle=True, num_workers=workers, seed=cfg.seed, rank=rank, world=world
     )
-    val_loader = make_loader(codec, val_set, task.cfg.evaluate.batch_size, shuffle=False, num_workers=cfg.num_workers)
+    val_loader = make_loader(
+        codec, val_set, task.cfg.evaluate.batch_size, shuffle=False, num_workers=workers, rank=rank, world=world
+    )
     return train_loader, val_loader
+
+
+def log_epoch(live: Any, entry: EpochLog) -> None:
+    """One epoch's training curves in DVCLive."""
+    live.step = entry.epoch - 1
+    live.log_metric("train/loss", entry.train_loss)
+    live.log_metric("val/loss", entry.val_loss)
+    for name, value in entry.val_metrics.items():
+        live.log_metric(f"val/{name}", value)
+    live.log_metric("lr", entry.lr)
+    live.log_metric("samples_per_second", entry.samples_per_second)
+    live.make_summary()
 
 
 def run(task: Task, paths: TaskPaths) -> dict[str, Any]:
@@ -61,8 +90,9 @@ def run(task: Task, paths: TaskPaths) -> dict[str, Any]:
 
 def train(task: Task, paths: TaskPaths) -> dict[str, Any]:
     """Fit with params.yaml's settings, overridden by the tune stage's best values when it found any."""
-    from dvclive import Live
-
+    if task.cfg.train.distributed.world_size > 1 and not distributed.active():
+        return train_distributed(task, paths)
+    main = distributed.is_main()
     tuned = load_overrides(paths.tuned)
     task = task.with_config(with_overrides(task.cfg, tuned))
     cfg = task.cfg.train
@@ -71,25 +101,20 @@ def train(task: Task, paths: TaskPaths) -> dict[str, Any]:
     train_set, val_set = cast(ManifestDataset, train_loader.dataset), cast(ManifestDataset, val_loader.dataset)
     model = task.network.build()
     report_dir = paths.reports("train")
-    with torch.random.fork_rng():  # the preview must not shift the training run's random stream
-        task.reports.preview(
-            [train_set[i] for i in range(min(PREVIEW_SAMPLES, len(train_set)))], report_dir / "augmented.png"
-        )
+    if main:
+        with torch.random.fork_rng():  # the preview must not shift the training run's random stream
+            task.reports.preview(
+                [train_set[i] for i in range(min(PREVIEW_SAMPLES, len(train_set)))], report_dir / "augmented.png"
+            )
 
     trainer = Trainer(task.network, task.goal, cfg, paths.checkpoint, run_fingerprint(task, paths), task.name)
+    if not main:  # the other processes train alongside; process 0 writes
+        trainer.fit(model, train_loader, val_loader)
+        return {}
+    from dvclive import Live
+
     with Live(dir=str(report_dir / "live"), save_dvc_exp=False, dvcyaml=None) as live:
-
-        def log_epoch(entry: EpochLog) -> None:
-            live.step = entry.epoch - 1
-            live.log_metric("train/loss", entry.train_loss)
-            live.log_metric("val/loss", entry.val_loss)
-            for name, value in entry.val_metrics.items():
-                live.log_metric(f"val/{name}", value)
-            live.log_metric("lr", entry.lr)
-            live.log_metric("samples_per_second", entry.samples_per_second)
-            live.make_summary()
-
-        result = trainer.fit(model, train_loader, val_loader, on_epoch=log_epoch)
+        result = trainer.fit(model, train_loader, val_loader, on_epoch=functools.partial(log_epoch, live))
 
     summary = {
         f"best_val_{task.goal.metric}": result.best_metric,
@@ -99,6 +124,7 @@ def train(task: Task, paths: TaskPaths) -> dict[str, Any]:
         "resumed_from_epoch": result.resumed_from_epoch,
         "device": result.device,
         "precision": result.precision,
+        "world_size": distributed.world_size(),
         "train_samples": len(train_set),
         "val_samples": len(val_set),
         "samples_per_second": float(np.median([h.samples_per_second for h in result.history])),
@@ -107,3 +133,43 @@ def train(task: Task, paths: TaskPaths) -> dict[str, Any]:
     save_model(paths.model, task, result.best_state_dict, {**summary, "primary_metric": task.goal.metric})
     write_json(report_dir / "summary.json", summary)
     return summary
+
+
+def train_distributed(task: Task, paths: TaskPaths) -> dict[str, Any]:
+    """This stage in `nproc_per_node` processes on this machine (`nnodes` machines each running it) under
+    torchrun; the summary when process 0 ran here, else only the world size."""
+    cfg = task.cfg.train.distributed
+    started = time.time()
+    with tempfile.TemporaryDirectory(prefix=f"lifecycle-train-{task.name}-") as tmp:
+        config = Path(tmp) / "task.json"
+        config.write_text(json.dumps(task.cfg.model_dump(mode="json", by_alias=True)), encoding="utf-8")
+        level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+        args = ["--task", task.name, "--config", str(config), "--root", str(paths.root), "--log-level", level]
+        # every machine derives the same rendezvous id from the same config and data
+        distributed.launch(cfg, run_fingerprint(task, paths)[:16], __name__, args)
+    summary = paths.reports("train") / "summary.json"
+    if summary.exists() and summary.stat().st_mtime >= started:
+        return cast(dict[str, Any], json.loads(summary.read_text(encoding="utf-8")))
+    log.info("%s: process 0 ran on another machine; it wrote the model and summary", task.name)
+    return {"world_size": cfg.world_size}
+
+
+def worker_main(argv: list[str] | None = None) -> int:
+    """One torchrun process: join the process group and train (see `train_distributed`)."""
+    parser = argparse.ArgumentParser(prog="lifecycle.stages.train")
+    parser.add_argument("--task", required=True)
+    parser.add_argument("--config", type=Path, required=True, help="the task's config as JSON")
+    parser.add_argument("--root", type=Path, required=True)
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level)
+    task = build_task(args.task, json.loads(args.config.read_text(encoding="utf-8")))
+    with distributed.process_group(task.cfg.train):
+        train(task, TaskPaths(args.root, args.task))
+    return 0
+
+
+if __name__ == "__main__":
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    sys.exit(record(worker_main)())
