@@ -43,16 +43,22 @@ def run_fingerprint(task: Task, paths: TaskPaths) -> str:
     return fingerprint(task.cfg.model_dump(mode="json"), paths.split_manifest)
 
 
-def build_loaders(task: Task, paths: TaskPaths) -> tuple[DataLoader, DataLoader]:
-    """Train (shuffled, augmented) and validation loaders over the split manifest."""
-    cfg, codec = task.cfg.train, task.codec
-    train_set = ManifestDataset(codec, rows_of_split(paths.split_manifest, "train"), paths.raw, train=True)
-    val_set = ManifestDataset(codec, rows_of_split(paths.split_manifest, "val"), paths.raw, train=False)
+def build_loaders(task: Task, paths: TaskPaths) -> tuple[Task, DataLoader, DataLoader]:
+    """Train (shuffled, augmented) and validation loaders over the split manifest, and the task with the model
+    values its codec derives from the training split (normalisation statistics, say)."""
+    cfg = task.cfg.train
+    train_set = ManifestDataset(task.codec, rows_of_split(paths.split_manifest, "train"), paths.raw, train=True)
+    val_set = ManifestDataset(task.codec, rows_of_split(paths.split_manifest, "val"), paths.raw, train=False)
+    fitted = task.codec.fit(train_set.inputs)
+    if fitted:
+        task = task.with_config(with_overrides(task.cfg, {f"model.{k}": v for k, v in fitted.items()}))
+        train_set.transform, val_set.transform = task.codec.transform(train=True), task.codec.transform(train=False)
+    codec = task.codec
     train_loader = make_loader(
         codec, train_set, cfg.batch_size, shuffle=True, num_workers=cfg.num_workers, seed=cfg.seed
     )
     val_loader = make_loader(codec, val_set, task.cfg.evaluate.batch_size, shuffle=False, num_workers=cfg.num_workers)
-    return train_loader, val_loader
+    return task, train_loader, val_loader
 
 
 def run(task: Task, paths: TaskPaths) -> dict[str, Any]:
@@ -67,7 +73,7 @@ def train(task: Task, paths: TaskPaths) -> dict[str, Any]:
     task = task.with_config(with_overrides(task.cfg, tuned))
     cfg = task.cfg.train
     seed_everything(cfg.seed)
-    train_loader, val_loader = build_loaders(task, paths)
+    task, train_loader, val_loader = build_loaders(task, paths)
     train_set, val_set = cast(ManifestDataset, train_loader.dataset), cast(ManifestDataset, val_loader.dataset)
     model = task.network.build()
     report_dir = paths.reports("train")
@@ -103,6 +109,7 @@ def train(task: Task, paths: TaskPaths) -> dict[str, Any]:
         "val_samples": len(val_set),
         "samples_per_second": float(np.median([h.samples_per_second for h in result.history])),
         "tuned": tuned,
+        "model": task.cfg.model.model_dump(mode="json"),
     }
     save_model(paths.model, task, result.best_state_dict, {**summary, "primary_metric": task.goal.metric})
     write_json(report_dir / "summary.json", summary)

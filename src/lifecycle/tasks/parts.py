@@ -106,6 +106,11 @@ class Codec(Part):
         """(input, target) -> (model input, target), augmented when `train`."""
         raise NotImplementedError
 
+    def fit(self, inputs: Sequence[Any]) -> dict[str, Any]:
+        """Model-section values derived from the training split's decoded inputs (key under `model` -> value), such
+        as normalisation statistics; the trained model's config stores them, so serving prepares inputs alike."""
+        return {}
+
     def prepare(self, raw_input: torch.Tensor) -> Any:
         """One decoded input -> one model input, with the evaluation transform (serving and batch inference)."""
         return self.transform(train=False)(raw_input, None)[0]

@@ -1,4 +1,4 @@
-"""classify's model: a small VGG-style CNN, cross-entropy, accuracy and F1."""
+"""classify's model: a small VGG-style CNN or any torchvision classifier, cross-entropy, accuracy and F1."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from torch import nn
 
 from lifecycle.nets import conv_block
 from lifecycle.tasks.parts import Forward, Network
+from lifecycle.zoo import BUILTIN, build_classifier, find_head, logits_of
 
 if TYPE_CHECKING:  # torchmetrics takes seconds to import; stages that never compute metrics skip it
     from torchmetrics import MetricCollection
@@ -19,11 +20,11 @@ class DigitNet(nn.Module):
     """A full-resolution stem, two pooled double-conv stages, global average pooling. Runs channels-last, which
     oneDNN's CPU convolutions and CUDA's tensor cores both prefer."""
 
-    def __init__(self, num_classes: int, width: int = 24, dropout: float = 0.1) -> None:
+    def __init__(self, num_classes: int, width: int = 24, dropout: float = 0.1, channels: int = 1) -> None:
         super().__init__()
         w = width
         self.features = nn.Sequential(
-            conv_block(1, w),
+            conv_block(channels, w),
             nn.MaxPool2d(2),
             conv_block(w, 2 * w),
             conv_block(2 * w, 2 * w),
@@ -44,14 +45,43 @@ class DigitNet(nn.Module):
         return self.features(x.contiguous(memory_format=torch.channels_last))
 
 
+class TorchvisionClassifier(nn.Module):
+    """A torchvision classifier whose head (`head_name`) has the task's classes; grey inputs are repeated to the
+    three channels torchvision's architectures (and their pretrained weights) take."""
+
+    def __init__(self, net: nn.Module, head_name: str) -> None:
+        super().__init__()
+        self.net = net
+        self.head_name = head_name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return logits_of(self.net(x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x))
+
+    def with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, the head's input pooled to one vector per image)."""
+        seen: list[torch.Tensor] = []
+        hook = self.net.get_submodule(self.head_name).register_forward_hook(lambda _m, args, _out: seen.append(args[0]))
+        try:
+            logits = self(x)
+        finally:
+            hook.remove()
+        features = seen[-1]
+        return logits, features.flatten(2).mean(dim=2) if features.ndim > 2 else features
+
+
 class ClassifyNetwork(Network):
     reads = ("collect", "model")
 
-    def build(self) -> DigitNet:
-        m = self.cfg.model
-        return DigitNet(len(self.cfg.collect.classes), m.width, m.dropout)
+    def build(self) -> nn.Module:
+        m, n = self.cfg.model, len(self.cfg.collect.classes)
+        if m.arch == BUILTIN:
+            return DigitNet(n, m.width, m.dropout, m.channels)
+        net = build_classifier(m.arch, n, m.input_size)
+        return TorchvisionClassifier(net, find_head(net, n))
 
     def forward(self, model: nn.Module, inputs: torch.Tensor) -> Forward:
+        if isinstance(model, TorchvisionClassifier):
+            return Forward(*model.with_features(inputs))
         model = cast(DigitNet, model)
         features = model.embed(inputs)
         return Forward(model.head(features), features)
