@@ -95,6 +95,8 @@ class TrainConfig(Strict):
     num_workers: int = Field(0, ge=0)
     progress: bool = True
     augment: list[AugmentStep] = Field(default_factory=list)
+    freeze_backbone_epochs: int = Field(0, ge=0, description="train only the head for the first N epochs")
+    backbone_lr_mult: float = Field(1.0, gt=0, le=1, description="the backbone's learning rate: lr x this")
 
     def augmentation(self) -> Any | None:
         """The declared augmentation as one `v2.Compose`, or None when none is declared."""

@@ -45,10 +45,19 @@ class AmpStep:
         optimizer.zero_grad(set_to_none=True)
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]  # biases and norm weights are not decayed
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def build_optimizer(model: nn.Module, cfg: TrainConfig, head: str | None = None) -> torch.optim.Optimizer:
+    """Decayed and undecayed parameters (biases and norm weights are not decayed); with a `head` prefix, the
+    backbone's (the rest) learn at `lr x backbone_lr_mult`."""
+    groups = []
+    for in_head in (True, False) if head is not None else (True,):
+        params = [(n, p) for n, p in model.named_parameters() if head is None or n.startswith(head) == in_head]
+        lr = cfg.lr if in_head else cfg.lr * cfg.backbone_lr_mult
+        decay = [p for _, p in params if p.ndim > 1]
+        no_decay = [p for _, p in params if p.ndim <= 1]
+        groups += [
+            {"params": decay, "weight_decay": cfg.weight_decay, "lr": lr},
+            {"params": no_decay, "weight_decay": 0.0, "lr": lr},
+        ]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
     return torch.optim.AdamW(groups, lr=cfg.lr)
@@ -57,10 +66,18 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> Any:
     total = cfg.epochs * steps_per_epoch
     if cfg.scheduler == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total, pct_start=0.25)
+        max_lr = [group["lr"] for group in optimizer.param_groups]  # the backbone's may be lower
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total, pct_start=0.25)
     if cfg.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+def freeze_backbone(model: nn.Module, head: str, frozen: bool) -> None:
+    """Stop (or restart) gradients of every parameter outside the head."""
+    for name, param in model.named_parameters():
+        if not name.startswith(head):
+            param.requires_grad_(not frozen)
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -222,7 +239,8 @@ class Trainer:
     ) -> FitResult:
         cfg, device = self.cfg, self.device
         model.to(device)
-        optimizer = build_optimizer(model, cfg)
+        head = self.network.head_prefix(model)
+        optimizer = build_optimizer(model, cfg, head)
         run = RunState(
             model,
             optimizer,
@@ -249,6 +267,8 @@ class Trainer:
                 cast(Callable[[EpochLog], None], on_epoch)(entry)
 
         for epoch in range(result.epochs_run, cfg.epochs):
+            if head is not None and cfg.freeze_backbone_epochs:
+                freeze_backbone(model, head, frozen=epoch < cfg.freeze_backbone_epochs)
             entry = self._epoch(run, epoch, train_loader, val_loader)
             metric = entry.val_metrics[self.goal.metric]
             result.history.append(entry)

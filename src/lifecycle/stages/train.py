@@ -75,7 +75,9 @@ def train(task: Task, paths: TaskPaths) -> dict[str, Any]:
     seed_everything(cfg.seed)
     task, train_loader, val_loader = build_loaders(task, paths)
     train_set, val_set = cast(ManifestDataset, train_loader.dataset), cast(ManifestDataset, val_loader.dataset)
-    model = task.network.build()
+    model, loaded = task.network.pretrained()
+    if loaded:
+        log.info("%s initial weights: %s", task.name, loaded)
     report_dir = paths.reports("train")
     with torch.random.fork_rng():  # the preview must not shift the training run's random stream
         task.reports.preview(
@@ -110,6 +112,7 @@ def train(task: Task, paths: TaskPaths) -> dict[str, Any]:
         "samples_per_second": float(np.median([h.samples_per_second for h in result.history])),
         "tuned": tuned,
         "model": task.cfg.model.model_dump(mode="json"),
+        "initial_weights": loaded,
     }
     save_model(paths.model, task, result.best_state_dict, {**summary, "primary_metric": task.goal.metric})
     write_json(report_dir / "summary.json", summary)

@@ -143,6 +143,16 @@ class Network(Part):
         """A freshly initialised model."""
         raise NotImplementedError
 
+    def pretrained(self) -> tuple[nn.Module, dict[str, Any]]:
+        """The model training starts from: built, with the configured initial weights loaded (the head replaced
+        for the task's classes); and what was loaded (keys loaded, replaced, missing). Default: `build()`."""
+        return self.build(), {}
+
+    def head_prefix(self, model: nn.Module) -> str | None:
+        """The state-dict prefix of the model's head (the rest is the backbone, for freezing and its own learning
+        rate); None when the model has no such split."""
+        return None
+
     def forward(self, model: nn.Module, inputs: Any) -> Forward:
         raise NotImplementedError
 

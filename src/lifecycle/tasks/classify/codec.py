@@ -14,6 +14,7 @@ from torchvision.transforms.v2 import functional as TF
 from lifecycle.imaging import decode_gray, decode_rgb
 from lifecycle.samples import Label
 from lifecycle.tasks.parts import Codec
+from lifecycle.weights import read_weights
 
 
 def to_square(image: torch.Tensor, size: int, mode: str) -> torch.Tensor:
@@ -94,7 +95,16 @@ class ClassifyCodec(Codec):
         return ImageTransform(m.input_size, m.resize, mean, std, self.cfg.train.augmentation() if train else None)
 
     def fit(self, inputs: Sequence[Any]) -> dict[str, Any]:
-        if self.cfg.model.normalize is not None:
+        """Normalisation: the initial weights' own, else model.normalize, else the training split's statistics."""
+        m = self.cfg.model
+        if m.weights is not None:
+            weights = read_weights(m.weights)
+            if weights.mean is not None and weights.std is not None:
+                mean, std = weights.mean, weights.std
+                if m.channels == 1:  # grey inputs are repeated to RGB: one value for all three channels
+                    mean, std = [sum(mean) / len(mean)], [sum(std) / len(std)]
+                return {"normalize": {"mean": mean, "std": std, "source": f"weights {weights.origin}"}}
+        if m.normalize is not None:
             return {}
         mean, std = channel_statistics(inputs)
         return {"normalize": {"mean": mean, "std": std, "source": "training split"}}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -10,6 +10,7 @@ from torch import nn
 
 from lifecycle.nets import conv_block
 from lifecycle.tasks.parts import Forward, Network
+from lifecycle.weights import load_into, read_weights
 from lifecycle.zoo import BUILTIN, build_classifier, find_head, logits_of
 
 if TYPE_CHECKING:  # torchmetrics takes seconds to import; stages that never compute metrics skip it
@@ -78,6 +79,23 @@ class ClassifyNetwork(Network):
             return DigitNet(n, m.width, m.dropout, m.channels)
         net = build_classifier(m.arch, n, m.input_size)
         return TorchvisionClassifier(net, find_head(net, n))
+
+    def pretrained(self) -> tuple[nn.Module, dict[str, Any]]:
+        model = self.build()
+        spec = self.cfg.model.weights
+        if spec is None:
+            return model, {}
+        weights = read_weights(spec)
+        target = model.net if isinstance(model, TorchvisionClassifier) else model
+        state = weights.state_dict
+        if all(k.startswith("net.") for k in state):  # this project's own model file of a torchvision arch
+            state = {k.removeprefix("net."): v for k, v in state.items()}
+        head = cast(str, self.head_prefix(model)).removeprefix("net.")
+        report = load_into(target, state, head, weights.origin)
+        return model, {"weights": weights.origin, **report.as_dict()}
+
+    def head_prefix(self, model: nn.Module) -> str | None:
+        return f"net.{model.head_name}." if isinstance(model, TorchvisionClassifier) else "head."
 
     def forward(self, model: nn.Module, inputs: torch.Tensor) -> Forward:
         if isinstance(model, TorchvisionClassifier):
