@@ -79,7 +79,9 @@ class SplitConfig(Strict):
 
 class TrainConfig(Strict):
     epochs: int = Field(10, ge=1)
-    batch_size: int = Field(128, ge=1)
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="auto: from the training split's size"
+    )
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     optimizer: Literal["adamw", "sgd"] = "adamw"
@@ -91,7 +93,12 @@ class TrainConfig(Strict):
     )
     device: str = device_field()
     seed: int = 0
-    patience: int = Field(5, ge=1, description="epochs without improvement of the validation metric before stopping")
+    patience: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="epochs without improvement of the validation metric before stopping; auto: ~500 steps"
+    )
+    warmup: Annotated[float, Field(gt=0, lt=1)] | Literal["auto"] = Field(
+        "auto", description="onecycle's share of steps warming up; auto: a quarter, at most ~500 steps"
+    )
     num_workers: int = Field(0, ge=0)
     progress: bool = True
     augment: list[AugmentStep] = Field(default_factory=list)

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from lifecycle.atomic import atomic_path
 from lifecycle.config import TrainConfig
 from lifecycle.devices import autocast, resolve_device, resolve_precision, to_device
+from lifecycle.stepplan import patience_epochs, warmup_share
 from lifecycle.tasks.parts import Goal, Network, Outputs
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_pe
     total = cfg.epochs * steps_per_epoch
     if cfg.scheduler == "onecycle":
         max_lr = [group["lr"] for group in optimizer.param_groups]  # the backbone's may be lower
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total, pct_start=0.25)
+        warmup = warmup_share(cfg.warmup, total)
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total, pct_start=warmup)
     if cfg.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
@@ -252,6 +254,7 @@ class Trainer:
         sign = 1.0 if self.goal.higher_is_better else -1.0
         result = FitResult(-sign * float("inf"), -1, 0, False, 0, str(device), self.precision)
         bad_epochs = 0
+        patience = patience_epochs(cfg.patience, len(train_loader), cfg.epochs)
 
         state = self.resumable_state()
         if state is not None:
@@ -278,7 +281,7 @@ class Trainer:
                 result.best_state_dict = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             else:
                 bad_epochs += 1
-            result.stopped_early = bad_epochs >= cfg.patience and epoch + 1 < cfg.epochs
+            result.stopped_early = bad_epochs >= patience and epoch + 1 < cfg.epochs
             if on_epoch is not None:
                 on_epoch(entry)
             save_checkpoint(

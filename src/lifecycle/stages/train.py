@@ -18,6 +18,7 @@ from lifecycle.config import load_overrides, with_overrides
 from lifecycle.data import ManifestDataset, make_loader, rows_of_split
 from lifecycle.models import save_model
 from lifecycle.paths import TaskPaths
+from lifecycle.stepplan import plan_steps
 from lifecycle.tasks import Task
 from lifecycle.trainer import EpochLog, Trainer
 
@@ -54,9 +55,8 @@ def build_loaders(task: Task, paths: TaskPaths) -> tuple[Task, DataLoader, DataL
         task = task.with_config(with_overrides(task.cfg, {f"model.{k}": v for k, v in fitted.items()}))
         train_set.transform, val_set.transform = task.codec.transform(train=True), task.codec.transform(train=False)
     codec = task.codec
-    train_loader = make_loader(
-        codec, train_set, cfg.batch_size, shuffle=True, num_workers=cfg.num_workers, seed=cfg.seed
-    )
+    batch_size = plan_steps(cfg, len(train_set), len(val_set)).batch_size
+    train_loader = make_loader(codec, train_set, batch_size, shuffle=True, num_workers=cfg.num_workers, seed=cfg.seed)
     val_loader = make_loader(codec, val_set, task.cfg.evaluate.batch_size, shuffle=False, num_workers=cfg.num_workers)
     return task, train_loader, val_loader
 
@@ -75,6 +75,9 @@ def train(task: Task, paths: TaskPaths) -> dict[str, Any]:
     seed_everything(cfg.seed)
     task, train_loader, val_loader = build_loaders(task, paths)
     train_set, val_set = cast(ManifestDataset, train_loader.dataset), cast(ManifestDataset, val_loader.dataset)
+    plan = plan_steps(cfg, len(train_set), len(val_set))
+    for warning in plan.warnings:
+        log.warning("%s: %s", task.name, warning)
     model, loaded = task.network.pretrained()
     if loaded:
         log.info("%s initial weights: %s", task.name, loaded)
@@ -113,6 +116,8 @@ def train(task: Task, paths: TaskPaths) -> dict[str, Any]:
         "tuned": tuned,
         "model": task.cfg.model.model_dump(mode="json"),
         "initial_weights": loaded,
+        "steps": plan.as_dict(),
+        "warnings": plan.warnings,
     }
     save_model(paths.model, task, result.best_state_dict, {**summary, "primary_metric": task.goal.metric})
     write_json(report_dir / "summary.json", summary)
