@@ -194,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--check", action="store_true", help="exit 1 when dvc.yaml is not what would be written")
     generate.add_argument("--params", type=Path, default=Path("params.yaml"))
     generate.add_argument("--root", type=Path, default=Path("."))
+    exporting = commands.add_parser("export", help="write a model as ONNX or a torch.export program, with its contract")
+    exporting.add_argument("--task", required=True)
+    exporting.add_argument("--model", help="a model tag from `lifecycle models` (default: the production model)")
+    exporting.add_argument("--format", choices=("onnx", "pt2"), default="onnx")
+    exporting.add_argument("--out", type=Path, required=True, help="the exported file; its contract goes beside it")
+    exporting.add_argument("--root", type=Path, default=Path("."), help="project root (its test split is the example)")
     check = commands.add_parser("check-params", help="validate params.yaml and exit")
     check.add_argument("--params", type=Path, default=Path("params.yaml"))
     return parser
@@ -247,6 +253,13 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{args.task}: sent {sum(answered.values())} '{args.shift}' requests to {args.url}; statuses {answered}"
             )
+        elif args.command == "export":
+            from lifecycle.batch import production_or
+            from lifecycle.export import export
+
+            stored = production_or(args.task, args.model)
+            written = export(stored.model_file, TaskPaths(args.root.resolve(), args.task), args.format, args.out)
+            print(f"{args.task}: {stored.tag} written to {args.out}, its contract to {written}")
         elif args.command == "check-params":
             print(f"{args.params}: ok, tasks {load_params(args.params).tasks}")
         else:
