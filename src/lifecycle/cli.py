@@ -200,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     exporting.add_argument("--format", choices=("onnx", "pt2"), default="onnx")
     exporting.add_argument("--out", type=Path, required=True, help="the exported file; its contract goes beside it")
     exporting.add_argument("--root", type=Path, default=Path("."), help="project root (its test split is the example)")
+    importing = commands.add_parser("import", help="store an existing model (its head kept) as the task's candidate")
+    importing.add_argument("--task", required=True)
+    importing.add_argument("--arch", required=True, help="builtin or a torchvision classification builder")
+    importing.add_argument("--weights", required=True, help="a weights file, or a torchvision weights name")
+    importing.add_argument("--params", type=Path, default=Path("params.yaml"))
+    importing.add_argument("--root", type=Path, default=Path("."))
     check = commands.add_parser("check-params", help="validate params.yaml and exit")
     check.add_argument("--params", type=Path, default=Path("params.yaml"))
     return parser
@@ -260,6 +266,13 @@ def main(argv: list[str] | None = None) -> int:
             stored = production_or(args.task, args.model)
             written = export(stored.model_file, TaskPaths(args.root.resolve(), args.task), args.format, args.out)
             print(f"{args.task}: {stored.tag} written to {args.out}, its contract to {written}")
+        elif args.command == "import":
+            from lifecycle.importing import import_model
+
+            task = build_task(args.task, load_params(args.params, only=[args.task]).task(args.task))
+            result = import_model(task, TaskPaths(args.root.resolve(), args.task), args.arch, args.weights)
+            print(json.dumps(result, indent=2))
+            print(f"next: lifecycle evaluate --task {args.task}; lifecycle promote --task {args.task}")
         elif args.command == "check-params":
             print(f"{args.params}: ok, tasks {load_params(args.params).tasks}")
         else:

@@ -143,9 +143,10 @@ class Network(Part):
         """A freshly initialised model."""
         raise NotImplementedError
 
-    def pretrained(self) -> tuple[nn.Module, dict[str, Any]]:
+    def pretrained(self, keep_head: bool = False) -> tuple[nn.Module, dict[str, Any]]:
         """The model training starts from: built, with the configured initial weights loaded (the head replaced
-        for the task's classes); and what was loaded (keys loaded, replaced, missing). Default: `build()`."""
+        for the task's classes, unless `keep_head`: then a head that does not fit is an error); and what was loaded
+        (keys loaded, replaced, missing). Default: `build()`."""
         return self.build(), {}
 
     def head_prefix(self, model: nn.Module) -> str | None:

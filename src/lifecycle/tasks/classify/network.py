@@ -80,7 +80,7 @@ class ClassifyNetwork(Network):
         net = build_classifier(m.arch, n, m.input_size)
         return TorchvisionClassifier(net, find_head(net, n))
 
-    def pretrained(self) -> tuple[nn.Module, dict[str, Any]]:
+    def pretrained(self, keep_head: bool = False) -> tuple[nn.Module, dict[str, Any]]:
         model = self.build()
         spec = self.cfg.model.weights
         if spec is None:
@@ -90,7 +90,7 @@ class ClassifyNetwork(Network):
         state = weights.state_dict
         if all(k.startswith("net.") for k in state):  # this project's own model file of a torchvision arch
             state = {k.removeprefix("net."): v for k, v in state.items()}
-        head = cast(str, self.head_prefix(model)).removeprefix("net.")
+        head = "\0" if keep_head else cast(str, self.head_prefix(model)).removeprefix("net.")  # "\0": no key
         report = load_into(target, state, head, weights.origin)
         return model, {"weights": weights.origin, **report.as_dict()}
 
