@@ -15,6 +15,7 @@ from lifecycle.stages import collect, split, train
 
 
 def trained(tmp_path, name: str, section: dict) -> TaskPaths:
+    """A tiny model of `name` trained for one epoch on its own collected and split data."""
     section = copy.deepcopy(section)
     section["train"]["epochs"] = 1
     task = make_task({"tasks": [name], name: section}, name)
@@ -25,15 +26,31 @@ def trained(tmp_path, name: str, section: dict) -> TaskPaths:
     return paths
 
 
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """One trained project per task, shared by the tests (training is the slow part)."""
+    cache = {}
+
+    def get(name: str) -> TaskPaths:
+        if name not in cache:
+            cache[name] = trained(tmp_path_factory.mktemp(name), name, SECTIONS[name])
+        return cache[name]
+
+    return get
+
+
+SECTIONS = {"classify": TINY_CLASSIFY, "ocr": TINY_OCR}
+
+
 def flat(values):
     return list(values.values()) if isinstance(values, dict) else [values]
 
 
-@pytest.mark.parametrize(("name", "section"), [("classify", TINY_CLASSIFY), ("ocr", TINY_OCR)])
-def test_onnx_runtime_matches_the_eager_model(tmp_path, name, section):
+@pytest.mark.parametrize("name", ["classify", "ocr"])
+def test_onnx_runtime_matches_the_eager_model(tmp_path, models, name):
     import onnxruntime
 
-    paths = trained(tmp_path, name, section)
+    paths = models(name)
     contract_file = export(paths.model, paths, "onnx", tmp_path / "model.onnx")
     contract = json.loads(contract_file.read_text())
     task, model, _ = load_model(paths.model)
@@ -50,8 +67,8 @@ def test_onnx_runtime_matches_the_eager_model(tmp_path, name, section):
         np.testing.assert_allclose(answer, expected.numpy(), atol=1e-4, rtol=0)
 
 
-def test_pt2_reloads_and_answers_alike(tmp_path):
-    paths = trained(tmp_path, "classify", TINY_CLASSIFY)
+def test_pt2_reloads_and_answers_alike(tmp_path, models):
+    paths = models("classify")
     export(paths.model, paths, "pt2", tmp_path / "model.pt2")
     task, model, _ = load_model(paths.model)
     inputs = example_inputs(task, paths)
