@@ -201,6 +201,18 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--task", help="only this task (default: every task in params.yaml)")
     report.add_argument("--params", type=Path, default=Path("params.yaml"))
     report.add_argument("--root", type=Path, default=Path("."))
+    exporting = commands.add_parser("export", help="write a model as ONNX or a torch.export program, with its contract")
+    exporting.add_argument("--task", required=True)
+    exporting.add_argument("--model", help="a model tag from `lifecycle models` (default: the production model)")
+    exporting.add_argument("--format", choices=("onnx", "pt2"), default="onnx")
+    exporting.add_argument("--out", type=Path, required=True, help="the exported file; its contract goes beside it")
+    exporting.add_argument("--root", type=Path, default=Path("."), help="project root (its test split is the example)")
+    importing = commands.add_parser("import", help="store an existing model (its head kept) as the task's candidate")
+    importing.add_argument("--task", required=True)
+    importing.add_argument("--arch", required=True, help="builtin or a torchvision classification builder")
+    importing.add_argument("--weights", required=True, help="a weights file, or a torchvision weights name")
+    importing.add_argument("--params", type=Path, default=Path("params.yaml"))
+    importing.add_argument("--root", type=Path, default=Path("."))
     check = commands.add_parser("check-params", help="validate params.yaml and exit")
     check.add_argument("--params", type=Path, default=Path("params.yaml"))
     return parser
@@ -260,6 +272,20 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{args.task}: sent {sum(answered.values())} '{args.shift}' requests to {args.url}; statuses {answered}"
             )
+        elif args.command == "export":
+            from lifecycle.batch import production_or
+            from lifecycle.export import export
+
+            stored = production_or(args.task, args.model)
+            written = export(stored.model_file, TaskPaths(args.root.resolve(), args.task), args.format, args.out)
+            print(f"{args.task}: {stored.tag} written to {args.out}, its contract to {written}")
+        elif args.command == "import":
+            from lifecycle.importing import import_model
+
+            task = build_task(args.task, load_params(args.params, only=[args.task]).task(args.task))
+            result = import_model(task, TaskPaths(args.root.resolve(), args.task), args.arch, args.weights)
+            print(json.dumps(result, indent=2))
+            print(f"next: lifecycle evaluate --task {args.task}; lifecycle promote --task {args.task}")
         elif args.command == "check-params":
             print(f"{args.params}: ok, tasks {load_params(args.params).tasks}")
         else:

@@ -103,7 +103,9 @@ class DistributedConfig(Strict):
 
 class TrainConfig(Strict):
     epochs: int = Field(10, ge=1)
-    batch_size: int = Field(128, ge=1)
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="auto: from the training split's size"
+    )
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     optimizer: Literal["adamw", "sgd"] = "adamw"
@@ -115,7 +117,12 @@ class TrainConfig(Strict):
     )
     device: str = device_field()
     seed: int = 0
-    patience: int = Field(5, ge=1, description="epochs without improvement of the validation metric before stopping")
+    patience: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="epochs without improvement of the validation metric before stopping; auto: ~500 steps"
+    )
+    warmup: Annotated[float, Field(gt=0, lt=1)] | Literal["auto"] = Field(
+        "auto", description="onecycle's share of steps warming up; auto: a quarter, at most ~500 steps"
+    )
     num_workers: int = Field(0, ge=0)
     progress: bool = True
     augment: list[AugmentStep] = Field(default_factory=list)
@@ -123,17 +130,21 @@ class TrainConfig(Strict):
     sync_batchnorm: bool = Field(
         False, description="with several processes, batch norm statistics over the global batch (CUDA only)"
     )
+    freeze_backbone_epochs: int = Field(0, ge=0, description="train only the head for the first N epochs")
+    backbone_lr_mult: float = Field(1.0, gt=0, le=1, description="the backbone's learning rate: lr x this")
 
     @model_validator(mode="after")
     def _batch_splits_across_processes(self) -> TrainConfig:
         world = self.distributed.world_size
-        if self.batch_size % world:
+        if isinstance(self.batch_size, int) and self.batch_size % world:
             raise ValueError(
                 f"batch_size ({self.batch_size}) is the global batch and must divide evenly among "
                 f"distributed.nproc_per_node x distributed.nnodes = {world} processes"
             )
         if world > 1 and re.fullmatch(r"cuda:\d+", self.device):
             raise ValueError(f"device '{self.device}' names one GPU; with several processes use 'cuda' or 'auto'")
+        if world > 1 and self.freeze_backbone_epochs:
+            raise ValueError("freeze_backbone_epochs is not supported with several processes (distributed) yet")
         return self
 
     def augmentation(self) -> Any | None:

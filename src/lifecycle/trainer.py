@@ -21,6 +21,7 @@ from lifecycle import distributed
 from lifecycle.atomic import atomic_path
 from lifecycle.config import TrainConfig
 from lifecycle.devices import autocast, resolve_precision, to_device
+from lifecycle.stepplan import patience_epochs, warmup_share
 from lifecycle.tasks.parts import Goal, Network, Outputs
 
 log = logging.getLogger(__name__)
@@ -60,10 +61,19 @@ class ForwardStep(nn.Module):
         return self.network.forward(self.model, inputs).outputs
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]  # biases and norm weights are not decayed
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def build_optimizer(model: nn.Module, cfg: TrainConfig, head: str | None = None) -> torch.optim.Optimizer:
+    """Decayed and undecayed parameters (biases and norm weights are not decayed); with a `head` prefix, the
+    backbone's (the rest) learn at `lr x backbone_lr_mult`."""
+    groups = []
+    for in_head in (True, False) if head is not None else (True,):
+        params = [(n, p) for n, p in model.named_parameters() if head is None or n.startswith(head) == in_head]
+        lr = cfg.lr if in_head else cfg.lr * cfg.backbone_lr_mult
+        decay = [p for _, p in params if p.ndim > 1]
+        no_decay = [p for _, p in params if p.ndim <= 1]
+        groups += [
+            {"params": decay, "weight_decay": cfg.weight_decay, "lr": lr},
+            {"params": no_decay, "weight_decay": 0.0, "lr": lr},
+        ]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
     return torch.optim.AdamW(groups, lr=cfg.lr)
@@ -72,10 +82,19 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> Any:
     total = cfg.epochs * steps_per_epoch
     if cfg.scheduler == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total, pct_start=0.25)
+        max_lr = [group["lr"] for group in optimizer.param_groups]  # the backbone's may be lower
+        warmup = warmup_share(cfg.warmup, total)
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total, pct_start=warmup)
     if cfg.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+def freeze_backbone(model: nn.Module, head: str, frozen: bool) -> None:
+    """Stop (or restart) gradients of every parameter outside the head."""
+    for name, param in model.named_parameters():
+        if not name.startswith(head):
+            param.requires_grad_(not frozen)
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -247,7 +266,8 @@ class Trainer:
         cfg, device = self.cfg, self.device
         model.to(device)
         step_model = distributed.data_parallel(ForwardStep(self.network, model), device, cfg.sync_batchnorm)
-        optimizer = build_optimizer(model, cfg)
+        head = self.network.head_prefix(model)
+        optimizer = build_optimizer(model, cfg, head)
         run = RunState(
             model,
             optimizer,
@@ -259,6 +279,7 @@ class Trainer:
         sign = 1.0 if self.goal.higher_is_better else -1.0
         result = FitResult(-sign * float("inf"), -1, 0, False, 0, str(device), self.precision)
         bad_epochs = 0
+        patience = patience_epochs(cfg.patience, len(train_loader), cfg.epochs)
 
         main = distributed.is_main()
         report = on_epoch if main else None
@@ -278,6 +299,8 @@ class Trainer:
                 cast(Callable[[EpochLog], None], report)(entry)
 
         for epoch in range(result.epochs_run, cfg.epochs):
+            if head is not None and cfg.freeze_backbone_epochs:
+                freeze_backbone(model, head, frozen=epoch < cfg.freeze_backbone_epochs)
             entry = self._epoch(run, step_model, epoch, train_loader, val_loader)
             metric = entry.val_metrics[self.goal.metric]
             result.history.append(entry)
@@ -287,7 +310,7 @@ class Trainer:
                 result.best_state_dict = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             else:
                 bad_epochs += 1
-            result.stopped_early = bad_epochs >= cfg.patience and epoch + 1 < cfg.epochs
+            result.stopped_early = bad_epochs >= patience and epoch + 1 < cfg.epochs
             if report is not None:
                 report(entry)
             self._save_checkpoint(

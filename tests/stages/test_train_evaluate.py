@@ -24,7 +24,10 @@ def test_train_then_evaluate_writes_model_metrics_and_pictures(prepared, tiny_pa
     curves = prepared.reports("train") / "live" / "plots" / "metrics"
     assert (curves / "train" / "loss.tsv").exists() and (curves / "val" / "accuracy.tsv").exists()
     loaded_task, model, info = load_model(prepared.model)
-    assert loaded_task.cfg == task.cfg and not model.training
+    fitted = loaded_task.cfg.model.normalize  # no weights and no model.normalize: the training split's statistics
+    assert fitted.source == "training split" and summary["model"]["normalize"] == fitted.model_dump()
+    assert 0.05 < fitted.mean[0] < 0.3 and 0.2 < fitted.std[0] < 0.45, "MNIST digits: dark background, white ink"
+    assert loaded_task.cfg.model_copy(update={"model": task.cfg.model}) == task.cfg and not model.training
     assert info["best_epoch"] in (1, 2)
 
     metrics = evaluate(task, prepared)

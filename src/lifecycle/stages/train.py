@@ -27,6 +27,7 @@ from lifecycle.data import ManifestDataset, make_loader, rows_of_split
 from lifecycle.models import save_model
 from lifecycle.paths import TaskPaths
 from lifecycle.runtime import configure_logging
+from lifecycle.stepplan import plan_steps
 from lifecycle.tasks import Task, build_task
 from lifecycle.trainer import EpochLog, Trainer
 
@@ -55,21 +56,32 @@ def run_fingerprint(task: Task, paths: TaskPaths) -> str:
     return fingerprint(definition, paths.split_manifest)
 
 
-def build_loaders(task: Task, paths: TaskPaths) -> tuple[DataLoader, DataLoader]:
-    """Train (shuffled, augmented) and validation loaders over the split manifest: in a data-parallel run this
-    process's shard, `train.batch_size` being the global batch."""
-    cfg, codec = task.cfg.train, task.codec
+def build_loaders(task: Task, paths: TaskPaths) -> tuple[Task, DataLoader, DataLoader]:
+    """Train (shuffled, augmented) and validation loaders over the split manifest, and the task with the model
+    values its codec derives from the training split (normalisation statistics, say). In a data-parallel run the
+    loaders give this process's shard, the batch size being the global batch."""
+    cfg = task.cfg.train
     rank, world = distributed.rank(), distributed.world_size()
-    train_set = ManifestDataset(codec, rows_of_split(paths.split_manifest, "train"), paths.raw, train=True)
-    val_set = ManifestDataset(codec, rows_of_split(paths.split_manifest, "val"), paths.raw, train=False)
-    workers = cfg.num_workers
+    train_set = ManifestDataset(task.codec, rows_of_split(paths.split_manifest, "train"), paths.raw, train=True)
+    val_set = ManifestDataset(task.codec, rows_of_split(paths.split_manifest, "val"), paths.raw, train=False)
+    fitted = task.codec.fit(train_set.inputs)
+    if fitted:
+        task = task.with_config(with_overrides(task.cfg, {f"model.{k}": v for k, v in fitted.items()}))
+        train_set.transform, val_set.transform = task.codec.transform(train=True), task.codec.transform(train=False)
+    codec, workers = task.codec, cfg.num_workers
+    batch_size = plan_steps(cfg, len(train_set), len(val_set)).batch_size
+    if batch_size % world:
+        raise ValueError(
+            f"{task.name}: the derived train.batch_size ({batch_size}) does not divide among {world} processes: "
+            "set train.batch_size to a multiple of the world size"
+        )
     train_loader = make_loader(
-        codec, train_set, cfg.batch_size, shuffle=True, num_workers=workers, seed=cfg.seed, rank=rank, world=world
+        codec, train_set, batch_size, shuffle=True, num_workers=workers, seed=cfg.seed, rank=rank, world=world
     )
     val_loader = make_loader(
         codec, val_set, task.cfg.evaluate.batch_size, shuffle=False, num_workers=workers, rank=rank, world=world
     )
-    return train_loader, val_loader
+    return task, train_loader, val_loader
 
 
 def log_epoch(live: Any, entry: EpochLog) -> None:
@@ -97,9 +109,14 @@ def train(task: Task, paths: TaskPaths) -> dict[str, Any]:
     task = task.with_config(with_overrides(task.cfg, tuned))
     cfg = task.cfg.train
     seed_everything(cfg.seed)
-    train_loader, val_loader = build_loaders(task, paths)
+    task, train_loader, val_loader = build_loaders(task, paths)
     train_set, val_set = cast(ManifestDataset, train_loader.dataset), cast(ManifestDataset, val_loader.dataset)
-    model = task.network.build()
+    plan = plan_steps(cfg, len(train_set), len(val_set))
+    for warning in plan.warnings:
+        log.warning("%s: %s", task.name, warning)
+    model, loaded = task.network.pretrained()
+    if loaded:
+        log.info("%s initial weights: %s", task.name, loaded)
     report_dir = paths.reports("train")
     if main:
         with torch.random.fork_rng():  # the preview must not shift the training run's random stream
@@ -129,6 +146,10 @@ def train(task: Task, paths: TaskPaths) -> dict[str, Any]:
         "val_samples": len(val_set),
         "samples_per_second": float(np.median([h.samples_per_second for h in result.history])),
         "tuned": tuned,
+        "model": task.cfg.model.model_dump(mode="json"),
+        "initial_weights": loaded,
+        "steps": plan.as_dict(),
+        "warnings": plan.warnings,
     }
     save_model(paths.model, task, result.best_state_dict, {**summary, "primary_metric": task.goal.metric})
     write_json(report_dir / "summary.json", summary)

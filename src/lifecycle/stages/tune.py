@@ -229,7 +229,7 @@ def fit_trial(task: Task, paths: TaskPaths, trial: Any) -> float:
     import optuna
 
     seed_everything(task.cfg.train.seed)
-    train_loader, val_loader = build_loaders(task, paths)
+    task, train_loader, val_loader = build_loaders(task, paths)
     fingerprint = run_fingerprint(task, paths)
     # Named after the first attempt, so a trial queued again after an interruption resumes its checkpoint.
     checkpoint = paths.trial_checkpoints / f"trial-{trial.user_attrs.get('retry_of', trial.number)}.pt"

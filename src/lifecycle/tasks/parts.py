@@ -106,6 +106,11 @@ class Codec(Part):
         """(input, target) -> (model input, target), augmented when `train`."""
         raise NotImplementedError
 
+    def fit(self, inputs: Sequence[Any]) -> dict[str, Any]:
+        """Model-section values derived from the training split's decoded inputs (key under `model` -> value), such
+        as normalisation statistics; the trained model's config stores them, so serving prepares inputs alike."""
+        return {}
+
     def prepare(self, raw_input: torch.Tensor) -> Any:
         """One decoded input -> one model input, with the evaluation transform (serving and batch inference)."""
         return self.transform(train=False)(raw_input, None)[0]
@@ -137,6 +142,17 @@ class Network(Part):
     def build(self) -> nn.Module:
         """A freshly initialised model."""
         raise NotImplementedError
+
+    def pretrained(self, keep_head: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+        """The model training starts from: built, with the configured initial weights loaded (the head replaced
+        for the task's classes, unless `keep_head`: then a head that does not fit is an error); and what was loaded
+        (keys loaded, replaced, missing). Default: `build()`."""
+        return self.build(), {}
+
+    def head_prefix(self, model: nn.Module) -> str | None:
+        """The state-dict prefix of the model's head (the rest is the backbone, for freezing and its own learning
+        rate); None when the model has no such split."""
+        return None
 
     def forward(self, model: nn.Module, inputs: Any) -> Forward:
         raise NotImplementedError

@@ -1,4 +1,4 @@
-"""classify's pictures: the confusion matrix of the test split, and augmented training digits."""
+"""classify's pictures: the confusion matrix of the test split, and augmented training images."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from lifecycle.tasks.parts import Reports
 
 
 class ClassifyReports(Reports):
-    reads = ("collect",)
+    reads = ("collect", "model")
     plots = {"confusion.csv": {"template": "confusion", "x": "predicted", "y": "actual"}}
 
     def report(
@@ -47,11 +47,11 @@ class ClassifyReports(Reports):
     def preview(self, samples: Sequence[tuple[Any, Any]], path: Path) -> None:
         from torchvision.utils import make_grid
 
-        images = denormalise(torch.stack([x for x, _ in samples]))
+        images = denormalise(torch.stack([x for x, _ in samples]), self.cfg.model)
         grid = make_grid(images, nrow=8, padding=2, pad_value=1.0)
         captions = [self.cfg.collect.classes[int(y)] for _, y in samples]
         title = "Augmented training samples: " + " ".join(captions[:16]) + (" ..." if len(captions) > 16 else "")
-        save_image_grid(grid, path, title, width=8, cmap="gray")
+        save_image_grid(grid, path, title, width=8, cmap="gray" if self.cfg.model.channels == 1 else None)
 
 
 def plot_confusion(cm: torch.Tensor, classes: list[str], path: Path) -> None:
