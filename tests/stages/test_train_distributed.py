@@ -29,7 +29,7 @@ from lifecycle.distributed import DistributedTrainingError, threads_per_process
 from lifecycle.paths import TaskPaths
 from lifecycle.stages.collect import run as collect
 from lifecycle.stages.split import run as split
-from lifecycle.stages.train import seed_everything, train
+from lifecycle.stages.train import build_loaders, seed_everything, train
 from lifecycle.trainer import build_optimizer, build_scheduler
 
 pytestmark = pytest.mark.slow
@@ -63,6 +63,7 @@ def one_process_reference(task, paths: TaskPaths, world: int = 2) -> dict[str, t
     threads = torch.get_num_threads()
     torch.set_num_threads(threads_per_process(cfg.distributed))  # as in the processes (see the module's note)
     try:
+        task, _, _ = build_loaders(task, paths)  # the codec fitted to the training split, as the stage does
         seed_everything(cfg.seed)
         model = task.network.build()
         data = ManifestDataset(task.codec, rows_of_split(paths.split_manifest, "train"), paths.raw, train=True)
