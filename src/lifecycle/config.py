@@ -210,6 +210,9 @@ class ServingConfig(Strict):
     log_max_mb: float = Field(16, gt=0, description="a request log file rotates at this size")
     log_backups: int = Field(10, ge=1, description="rotated files kept per log file")
     batch_size: int = Field(64, ge=1, description="inputs per model call in batch inference (lifecycle predict)")
+    reload_seconds: float = Field(
+        10, ge=0, description="the service looks for a new production model this often and swaps it in (0: never)"
+    )
 
 
 class DriftThresholds(Strict):
