@@ -1,13 +1,19 @@
 """The BentoML service, served for real: `bentoml serve` on 127.0.0.1 in a subprocess, a real HTTP client."""
 
 import io
+import itertools
 import json
 import os
 import re
 import shutil
+import signal
+import subprocess
 import sys
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -279,3 +285,132 @@ def test_a_short_soak_over_every_endpoint_answers_every_request(server, promoted
     print(result.report())
     assert result.non_200() == 0, result.report()
     assert all(len(latencies) > 0 for latencies in result.latencies_ms.values()), result.report()
+
+
+@pytest.fixture
+def own_server(server, tmp_path):
+    """A second `bentoml serve` of classify on a copy of the test store, looking for a new production model every
+    0.5 s, so that promoting there leaves the session's server alone. Yields (url, process, env, log dir)."""
+    import yaml
+
+    from conftest import free_port
+
+    store = tmp_path / "bentoml"
+    shutil.copytree(os.environ["BENTOML_HOME"], store)
+    params = yaml.safe_load((server.paths.root / "params.yaml").read_text())
+    params["tasks"] = ["classify"]
+    params["serving"].update(reload_seconds=0.5, log_dir=str(tmp_path / "logs"))
+    params["monitoring"]["capture_inputs"] = False
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "BENTOML_HOME": str(store), "LIFECYCLE_PARAMS": str(tmp_path / "params.yaml")}
+    port = free_port()
+    bentoml = str(Path(sys.executable).parent / "bentoml")
+    with (tmp_path / "server.log").open("w") as log:
+        proc = subprocess.Popen(
+            [bentoml, "serve", "lifecycle.service:Lifecycle", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 120
+            while not _answers(url):
+                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()
+                time.sleep(0.3)
+            yield url, proc, env, tmp_path / "logs" / "classify"
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+class Load:
+    """Clients posting test images one after another until stopped, keeping every answer in order."""
+
+    def __init__(self, url: str, server: Server, clients: int) -> None:
+        self.answers: list[tuple[int, dict]] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._client, args=(url, server, k)) for k in range(clients)]
+        for thread in self._threads:
+            thread.start()
+
+    def _client(self, url: str, server: Server, k: int) -> None:
+        with httpx.Client(timeout=30) as client:
+            for i in itertools.count(k):
+                if self._stop.is_set():
+                    return
+                image = server.image(server.rows[i % len(server.rows)])
+                try:
+                    response = client.post(f"{url}/classify", files={"image": ("digit.png", image, "image/png")})
+                except httpx.ConnectError:  # refused: not accepted (after shutdown began)
+                    continue
+                except httpx.HTTPError as e:
+                    self.failures.append(repr(e))
+                    continue
+                self.answers.append((response.status_code, response.json()))
+
+    def wait_for(self, predicate: Any, seconds: float = 60) -> None:
+        deadline = time.monotonic() + seconds
+        start = len(self.answers)
+        while not any(predicate(a) for _, a in self.answers[start:]):
+            assert time.monotonic() < deadline, "the expected answers never came"
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+
+def test_a_promotion_and_a_rollback_are_swapped_in_while_requests_run(server, own_server, tmp_path):
+    """A model with other classes is promoted, then rolled back, under load: answers switch to it and back,
+    decoded for the model that answers; no request fails; answers and log lines name the model that answered."""
+    from lifecycle.models import load_task, save_model
+    from lifecycle.tasks import build_task
+
+    url, _, env, log_dir = own_server
+    original = server.stored.tag
+    trained = load_task(server.stored.model_file)
+    other = trained.cfg.collect.model_copy(update={"classes": ["x", "y", "z"]})
+    letters = build_task("classify", trained.cfg.model_copy(update={"collect": other}))
+    save_model(tmp_path / "letters.pt", letters, letters.network.build().state_dict(), {"test": "other classes"})
+    promote = (
+        "import sys; from pathlib import Path; from lifecycle import registry; "
+        "s = registry.store_candidate('classify', Path(sys.argv[1]), {}); "
+        "registry.make_production('classify', s.tag); print(s.tag)"
+    )
+    lifecycle = str(Path(sys.executable).parent / "lifecycle")
+
+    load = Load(url, server, clients=4)
+    try:
+        load.wait_for(lambda a: a.get("model") == original)
+        promoted = subprocess.run(
+            [sys.executable, "-c", promote, str(tmp_path / "letters.pt")], env=env, capture_output=True, text=True
+        )
+        assert promoted.returncode == 0, promoted.stderr
+        new_tag = promoted.stdout.strip().splitlines()[-1]
+        load.wait_for(lambda a: a.get("model") == new_tag)
+        rolled = subprocess.run([lifecycle, "rollback", "--task", "classify"], env=env, capture_output=True, text=True)
+        assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+        load.wait_for(lambda a: a.get("model") == original)
+    finally:
+        load.stop()
+    assert load.failures == [] and [s for s, _ in load.answers if s != 200] == []
+    by_model = {tag: [a for _, a in load.answers if a["model"] == tag] for tag in (original, new_tag)}
+    assert len(by_model[original]) + len(by_model[new_tag]) == len(load.answers)
+    assert all(a["label"] in "xyz" for a in by_model[new_tag]) and by_model[new_tag]
+    assert all(a["label"] in "0123456789" for a in by_model[original])
+    logged = [json.loads(line) for path in log_dir.glob("requests-*.jsonl*") for line in path.open()]
+    assert sorted(r["model"] for r in logged) == sorted(a["model"] for _, a in load.answers)
+    assert all(r["prediction"]["label"] in ("xyz" if r["model"] == new_tag else "0123456789") for r in logged)
