@@ -339,6 +339,7 @@ class Load:
 
     def __init__(self, url: str, server: Server, clients: int) -> None:
         self.answers: list[tuple[int, dict]] = []
+        self.answered_ids: list[str] = []
         self.failures: list[str] = []
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._client, args=(url, server, k)) for k in range(clients)]
@@ -351,14 +352,17 @@ class Load:
                 if self._stop.is_set():
                     return
                 image = server.image(server.rows[i % len(server.rows)])
+                files, headers = {"image": ("digit.png", image, "image/png")}, {"X-Request-ID": f"load-{k}-{i}"}
                 try:
-                    response = client.post(f"{url}/classify", files={"image": ("digit.png", image, "image/png")})
+                    response = client.post(f"{url}/classify", files=files, headers=headers)
                 except httpx.ConnectError:  # refused: not accepted (after shutdown began)
+                    time.sleep(0.05)
                     continue
                 except httpx.HTTPError as e:
                     self.failures.append(repr(e))
                     continue
                 self.answers.append((response.status_code, response.json()))
+                self.answered_ids.append(response.headers["X-Request-ID"])
 
     def wait_for(self, predicate: Any, seconds: float = 60) -> None:
         deadline = time.monotonic() + seconds
@@ -414,3 +418,20 @@ def test_a_promotion_and_a_rollback_are_swapped_in_while_requests_run(server, ow
     logged = [json.loads(line) for path in log_dir.glob("requests-*.jsonl*") for line in path.open()]
     assert sorted(r["model"] for r in logged) == sorted(a["model"] for _, a in load.answers)
     assert all(r["prediction"]["label"] in ("xyz" if r["model"] == new_tag else "0123456789") for r in logged)
+
+
+def test_sigterm_mid_load_answers_and_logs_every_accepted_request(server, own_server):
+    """SIGTERM while 8 clients post: the service stops accepting, and every request it accepted (ran and logged)
+    is answered 200; every answer is logged once, the log flushed before exit."""
+    url, proc, _, log_dir = own_server
+    load = Load(url, server, clients=8)
+    try:
+        load.wait_for(lambda a: True)
+        time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        load.stop()
+    assert load.answers and [s for s, _ in load.answers if s != 200] == []
+    logged = [json.loads(line)["request_id"] for path in log_dir.glob("requests-*.jsonl*") for line in path.open()]
+    assert sorted(logged) == sorted(load.answered_ids), "each accepted request answered and logged, once"

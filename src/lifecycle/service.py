@@ -132,7 +132,15 @@ def build_service(params_path: Path) -> Any:
         if self.serving.reload_seconds > 0:
             self.watcher = asyncio.get_running_loop().create_task(watch_production(self))
 
-    attrs = {**models, "__init__": __init__, "start_watching": bentoml.on_startup(start_watching)}
+    async def drain(self: Any) -> None:
+        await finish_accepted(self)
+
+    attrs = {
+        **models,
+        "__init__": __init__,
+        "start_watching": bentoml.on_startup(start_watching),
+        "drain": bentoml.on_shutdown(drain),
+    }
     cls = type("Lifecycle", (), attrs)
     return bentoml.service(name="lifecycle", workers=1, traffic={"timeout": 60})(bentoml.asgi_app(app)(cls))
 
@@ -146,6 +154,19 @@ async def watch_production(service: Any) -> None:
                 await swap_if_changed(endpoint)
             except Exception:  # noqa: BLE001 - the current model keeps answering; the next look tries again
                 logger.exception("could not swap in the production model of %s", endpoint.name)
+
+
+async def finish_accepted(service: Any) -> None:
+    """At shutdown (SIGTERM: the server has stopped accepting): answer what the batchers hold, for at most
+    `serving.shutdown_grace_seconds`, then flush and close the request logs."""
+    if watcher := getattr(service, "watcher", None):
+        watcher.cancel()
+    deadline = time.monotonic() + service.serving.shutdown_grace_seconds
+    endpoints = service.endpoints.values()
+    while any(e.served.batcher.pending() for e in endpoints) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    for endpoint in endpoints:
+        endpoint.log.close()
 
 
 async def swap_if_changed(endpoint: Endpoint) -> None:
