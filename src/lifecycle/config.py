@@ -213,6 +213,9 @@ class ServingConfig(Strict):
     reload_seconds: float = Field(
         10, ge=0, description="the service looks for a new production model this often and swaps it in (0: never)"
     )
+    access_log: bool = Field(
+        False, description="BentoML's access log line per request (the request log has every answered one)"
+    )
     shutdown_grace_seconds: float = Field(
         30, ge=0, description="on SIGTERM the service answers the requests it accepted for at most this long"
     )

@@ -142,7 +142,12 @@ def build_service(params_path: Path) -> Any:
         "drain": bentoml.on_shutdown(drain),
     }
     cls = type("Lifecycle", (), attrs)
-    return bentoml.service(name="lifecycle", workers=1, traffic={"timeout": 60})(bentoml.asgi_app(app)(cls))
+    return bentoml.service(
+        name="lifecycle",
+        workers=1,
+        traffic={"timeout": 60},
+        logging={"access": {"enabled": params.serving.access_log}},  # a line per request costs CPU per request
+    )(bentoml.asgi_app(app)(cls))
 
 
 async def watch_production(service: Any) -> None:
