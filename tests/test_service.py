@@ -435,3 +435,47 @@ def test_sigterm_mid_load_answers_and_logs_every_accepted_request(server, own_se
     assert load.answers and [s for s, _ in load.answers if s != 200] == []
     logged = [json.loads(line)["request_id"] for path in log_dir.glob("requests-*.jsonl*") for line in path.open()]
     assert sorted(logged) == sorted(load.answered_ids), "each accepted request answered and logged, once"
+
+
+def test_bad_input_over_every_endpoint_is_a_4xx_json_error_and_a_dotted_name_is_answered(server, promoted_all):
+    """Each endpoint: two files in one field, a URL in the field, GET, an unknown query parameter, a PNG
+    decompression bomb, the other medium (audio to an image endpoint, an image to /transcribe), a header-only WAV:
+    a 4xx JSON error with a message. A file name with `../` is only a name: answered. Every 200 is logged."""
+    import soundfile as sf
+
+    from lifecycle.data import rows_of_split
+
+    def good(task: str) -> bytes:
+        paths = promoted_all[task][0]
+        return (paths.raw / rows_of_split(paths.split_manifest, "test")[0]["path"]).read_bytes()
+
+    bomb = io.BytesIO()
+    Image.new("L", (20_000, 20_000)).save(bomb, format="PNG")  # compresses to ~20 kB; 400 MB of pixels
+    header_only = io.BytesIO()
+    sf.write(header_only, np.zeros(0, np.int16), 16_000, format="WAV", subtype="PCM_16")
+    wav, png = good("asr"), good("classify")
+    endpoints = {"classify": "image", "detect": "image", "read_text": "image", "transcribe": "audio"}
+    tasks = {"classify": "classify", "detect": "detect", "read_text": "ocr", "transcribe": "asr"}
+    with httpx.Client(timeout=60) as client:
+        for endpoint, field in endpoints.items():
+            url, data = f"{server.url}/{endpoint}", good(tasks[endpoint])
+            other = png if field == "audio" else wav
+            cases = {
+                "two files in one field": dict(files=[(field, ("a", data)), (field, ("b", data))]),
+                "a URL instead of a file": dict(data={field: "http://127.0.0.1:9/x.png"}, files={"x": ("x", b"x")}),
+                "unknown query parameter": dict(files={field: ("a", data)}, params={"colour": "red"}),
+                "decompression bomb": dict(files={field: ("bomb.png", bomb.getvalue())}),
+                "the other medium": dict(files={field: ("other", other)}),
+                "header-only WAV": dict(files={field: ("empty.wav", header_only.getvalue())}),
+            }
+            for name, kwargs in cases.items():
+                response = client.post(url, **kwargs)
+                assert 400 <= response.status_code < 500, (endpoint, name, response.status_code, response.text)
+                assert response.json()["error"], (endpoint, name)
+            response = client.get(url)
+            assert response.status_code == 405 and "POST" in response.json()["error"], (endpoint, response.text)
+            before = len(log_lines(server)) if endpoint == "classify" else 0
+            dotted = client.post(url, files={field: ("../../etc/passwd", data)})
+            assert dotted.status_code == 200, (endpoint, dotted.text)
+            if endpoint == "classify":
+                assert len(log_lines(server)) == before + 1

@@ -39,6 +39,7 @@ import bentoml
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -109,7 +110,7 @@ def build_service(params_path: Path) -> Any:
     stored = served_models(params)
     models = {f"{name}_model": bentoml.models.BentoModel(s.tag) for name, s in stored.items()}
     routes = [Route(f"/{get_task(name).endpoint}", _route(name), methods=["POST"]) for name in stored]
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
 
     def __init__(self: Any) -> None:
         self.serving = params.serving
@@ -184,6 +185,13 @@ async def swap_if_changed(endpoint: Endpoint) -> None:
     logger.info("/%s: model %s swapped in for %s", served.task.spec.endpoint, served.tag, previous.tag)
 
 
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own refusals (405 for GET) as JSON errors like every other."""
+    assert isinstance(exc, HTTPException)
+    message = f"{request.method} is not allowed here; send POST" if exc.status_code == 405 else exc.detail
+    return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+
+
 def _route(task_name: str) -> Any:
     async def answer(request: Request) -> JSONResponse:
         service = bentoml.get_current_service()
@@ -249,6 +257,8 @@ async def read_upload(request: Request, field: str, limits: ServingConfig) -> tu
     except Exception as e:  # python-multipart raises several types for malformed bodies
         raise InvalidInput(f"malformed multipart body: {e}") from None
     try:
+        if len(form.getlist(field)) > 1:
+            raise InvalidInput(f"multipart field '{field}' holds {len(form.getlist(field))} values; send one file")
         upload = form.get(field)
         if not isinstance(upload, UploadFile):
             present = ", ".join(repr(k) for k in form.keys()) or "none"
