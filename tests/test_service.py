@@ -479,3 +479,46 @@ def test_bad_input_over_every_endpoint_is_a_4xx_json_error_and_a_dotted_name_is_
             assert dotted.status_code == 200, (endpoint, dotted.text)
             if endpoint == "classify":
                 assert len(log_lines(server)) == before + 1
+
+
+def test_every_endpoint_is_in_the_openapi_document_and_bentoml_client_calls_it(server, promoted_all, tmp_path):
+    """/docs.json (the Swagger page at /) describes each task route: its multipart file field and media types,
+    the answer's schema and the 4xx errors; `bentoml.SyncHTTPClient` finds each one in /schema.json, posts a file
+    and gets the answer a raw multipart POST gets, which fits the documented schema; a URL given in place of the
+    file is refused with a JSON error, not fetched."""
+    import bentoml
+    import jsonschema
+    from bentoml.exceptions import BentoMLException
+
+    from lifecycle.data import rows_of_split
+
+    tasks = {"classify": "classify", "detect": "detect", "read_text": "ocr", "transcribe": "asr"}
+    fields = {"classify": "image", "detect": "image", "read_text": "image", "transcribe": "audio"}
+    docs = httpx.get(f"{server.url}/docs.json", timeout=30).json()
+    assert "swagger" in httpx.get(f"{server.url}/", timeout=30).text.lower()
+    client = bentoml.SyncHTTPClient(server.url, timeout=60)
+    assert set(tasks) <= set(client.endpoints)
+    for endpoint, task in tasks.items():
+        field, post = fields[endpoint], docs["paths"][f"/{endpoint}"]["post"]
+        form = post["requestBody"]["content"]["multipart/form-data"]
+        assert form["schema"]["required"] == [field] and form["schema"]["properties"][field]["format"] == "binary"
+        assert form["encoding"][field]["contentType"].startswith("audio/" if field == "audio" else "image/")
+        for code in ("400", "413", "415"):
+            assert post["responses"][code]["content"]["application/json"]["schema"]["required"] == ["error"]
+        schema = post["responses"]["200"]["content"]["application/json"]["schema"]
+        paths = promoted_all[task][0]
+        row = rows_of_split(paths.split_manifest, "test")[0]
+        upload = tmp_path / Path(row["path"]).name
+        upload.write_bytes((paths.raw / row["path"]).read_bytes())
+        raw = httpx.post(f"{server.url}/{endpoint}", files={field: (upload.name, upload.read_bytes())}, timeout=60)
+        assert raw.status_code == 200, raw.text
+        called = getattr(client, endpoint)(**{field: upload})  # client.classify(image=Path(...))
+        jsonschema.validate(called, schema)
+        jsonschema.validate(raw.json(), schema)
+        assert _same(called, raw.json(), TOLERANCE), (endpoint, called, raw.json())
+        with pytest.raises(BentoMLException) as refused:
+            client.call(endpoint, **{field: "http://127.0.0.1:9/input.png"})
+        assert 400 <= refused.value.error_code < 500 and json.loads(refused.value.message)["error"], (
+            refused.value.message
+        )
+    client.close()

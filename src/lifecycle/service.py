@@ -14,7 +14,9 @@ decoded by its own stored config; answers and the request log name the model tha
 
 The routes are a Starlette app rather than `@bentoml.api` methods so that every bad input gets a 4xx JSON answer
 of our making (BentoML's own multipart parsing would also fetch URLs given in place of files). BentoML adds
-/healthz, /livez, /readyz and Prometheus /metrics. params.yaml is read from the working directory, or from
+/healthz, /livez, /readyz and Prometheus /metrics; `LifecycleService` adds the routes to BentoML's OpenAPI
+document (/docs.json, the page at /) and to the schema its clients read (/schema.json), so that
+`bentoml.SyncHTTPClient(url).classify(image=Path("digit.png"))` works. params.yaml is read from the working directory, or from
 $LIFECYCLE_PARAMS.
 
 Importing this module builds nothing: `Lifecycle` is built on first access (PEP 562), which is when `bentoml
@@ -36,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import bentoml
+from bentoml._internal.service.openapi.specification import PathItem
+from bentoml._internal.utils.cattr import bentoml_cattr
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -51,7 +55,7 @@ from lifecycle.params import Params, load_params
 from lifecycle.requestlog import RequestLog
 from lifecycle.samples import InvalidInput
 from lifecycle.serving import Answer, MicroBatcher, Overloaded, Predictor
-from lifecycle.tasks import Task, get_task
+from lifecycle.tasks import Task, build_task, get_task
 
 logger = logging.getLogger(__name__)
 
@@ -143,12 +147,104 @@ def build_service(params_path: Path) -> Any:
         "drain": bentoml.on_shutdown(drain),
     }
     cls = type("Lifecycle", (), attrs)
-    return bentoml.service(
+    service = bentoml.service(
         name="lifecycle",
+        service_class=LifecycleService,
         workers=1,
         traffic={"timeout": 60},
         logging={"access": {"enabled": params.serving.access_log}},  # a line per request costs CPU per request
     )(bentoml.asgi_app(app)(cls))
+    service.tasks = tuple(build_task(name, params.task(name)) for name in stored)
+    return service
+
+
+ERROR_SCHEMA = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+ERRORS = {
+    "400": "bad input: a malformed body, a missing field, two files, an unreadable or too large input",
+    "413": "the upload is over serving.max_upload_mb",
+    "415": "not multipart/form-data, or a file that is not the medium the task reads",
+    "503": "over capacity: try again after Retry-After seconds",
+}
+
+
+class LifecycleService(bentoml.Service[Any]):
+    """BentoML's service, whose OpenAPI document (/docs.json) and client schema (/schema.json, what bentoml's
+    clients read to find endpoints) also describe the task routes, which BentoML's API registry does not see."""
+
+    tasks: tuple[Task, ...] = ()  # the served tasks, as params.yaml configures them
+
+    def schema(self) -> dict[str, Any]:
+        schema: dict[str, Any] = super().schema()
+        schema["routes"] = [*schema["routes"], *(client_route(task) for task in self.tasks)]
+        return schema
+
+    @property
+    def openapi_spec(self) -> Any:
+        spec = super().openapi_spec
+        for task in self.tasks:
+            spec.paths[f"/{task.spec.endpoint}"] = bentoml_cattr.structure(openapi_path(task), PathItem)
+        return spec
+
+
+def answer_schema(task: Task) -> dict[str, Any]:
+    """The task's answer and the tag of the model that gave it."""
+    schema = task.outputs.answer_schema
+    return {
+        **schema,
+        "required": [*schema.get("required", []), "model"],
+        "properties": {**schema.get("properties", {}), "model": {"type": "string"}},
+    }
+
+
+def client_route(task: Task) -> dict[str, Any]:
+    """A task route as /schema.json describes an API: a file field makes bentoml's client send multipart."""
+    field = task.codec.input_field
+    return {
+        "name": task.spec.endpoint,
+        "route": f"/{task.spec.endpoint}",
+        "description": f"{task.name}: POST the input file in the multipart field '{field}'",
+        "input": {
+            "type": "object",
+            "properties": {field: {"type": "file", "format": ", ".join(task.codec.media_types)}},
+            "required": [field],
+        },
+        "output": answer_schema(task),
+    }
+
+
+def openapi_path(task: Task) -> dict[str, Any]:
+    """A task route as an OpenAPI path item: the multipart file field, its media types, the query parameters,
+    the answer's schema and the errors, each a JSON object with a message."""
+    field = task.codec.input_field
+    body = {"type": "object", "required": [field], "properties": {field: {"type": "string", "format": "binary"}}}
+    errors = {
+        code: {"description": why, "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+        for code, why in ERRORS.items()
+    }
+    return {
+        "post": {
+            "tags": ["Service APIs"],
+            "summary": f"{task.name}: answer one {field} file",
+            "operationId": task.spec.endpoint,
+            "parameters": [
+                {"name": name, "in": "query", "required": False, "schema": schema}
+                for name, schema in task.outputs.query_schema.items()
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": body,
+                        "encoding": {field: {"contentType": ", ".join(task.codec.media_types)}},
+                    }
+                },
+            },
+            "responses": {
+                "200": {"description": "the answer", "content": {"application/json": {"schema": answer_schema(task)}}},
+                **errors,
+            },
+        }
+    }
 
 
 async def watch_production(service: Any) -> None:
