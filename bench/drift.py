@@ -103,8 +103,8 @@ def write_log(path: Path, n: int, tag: str, rng: np.random.Generator) -> None:
 
 def measure(workdir: Path, n: int, max_rows: int) -> dict:
     """One decision in this process: seconds, peak RSS (MB) and the outcome."""
-    from lifecycle.config import MonitoringConfig
     from lifecycle.monitoring import monitor
+    from lifecycle.operations import MonitoringConfig
 
     cfg = MonitoringConfig(max_rows=max_rows)
     idle = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -118,10 +118,10 @@ def test_reviewed_captures_close_the_loop(name, promoted_all, tmp_path):
 
     from lifecycle.atomic import read_jsonl
     from lifecycle.capture import capture_input
-    from lifecycle.config import MonitoringConfig
     from lifecycle.data import rows_of_split
     from lifecycle.labeling import export_for_review, import_reviewed
     from lifecycle.monitoring import monitor
+    from lifecycle.operations import MonitoringConfig
     from lifecycle.paths import TaskPaths
     from lifecycle.serving import Predictor
     from lifecycle.stages.collect import run as collect

@@ -6,9 +6,9 @@ from uuid import UUID
 import pytest
 
 from conftest import make_task
-from lifecycle.config import MonitoringConfig
 from lifecycle.data import rows_of_split
 from lifecycle.monitoring import monitor
+from lifecycle.operations import MonitoringConfig
 from lifecycle.traffic import send_traffic
 
 pytestmark = pytest.mark.slow

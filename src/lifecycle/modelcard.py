@@ -17,9 +17,9 @@ import yaml
 
 from lifecycle import registry
 from lifecycle.atomic import read_jsonl, write_text
-from lifecycle.config import ServingConfig
 from lifecycle.html import esc, page, table
 from lifecycle.models import load_model
+from lifecycle.operations import ServingConfig
 from lifecycle.paths import TaskPaths
 from lifecycle.reporting import read_json
 from lifecycle.tasks import Task

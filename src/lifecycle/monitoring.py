@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 from lifecycle import registry
 from lifecycle.atomic import atomic_path, write_json, write_text
 from lifecycle.capture import capture_stats
-from lifecycle.config import ConfigError, MonitoringConfig
+from lifecycle.config import ConfigError
 from lifecycle.models import load_task
+from lifecycle.operations import MonitoringConfig
 from lifecycle.paths import TaskPaths
 from lifecycle.reporting import read_json
 from lifecycle.serving import Predictor

@@ -11,7 +11,8 @@ from typing import Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from lifecycle.config import ConfigError, MonitoringConfig, ServingConfig, Strict, read_yaml, validation_errors
+from lifecycle.config import ConfigError, Strict, read_yaml, validation_errors
+from lifecycle.operations import MonitoringConfig, ServingConfig
 from lifecycle.tasks import section_schema, task_names
 
 

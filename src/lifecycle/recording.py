@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from lifecycle.config import parse_git_identity
+from lifecycle.operations import parse_git_identity
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,12 @@ class RequestLog:
             logger.exception("could not write the request log %s", self.path)
             return False
 
+    def close(self) -> None:
+        """Flush and close the file (at shutdown)."""
+        for handler in list(self._logger.handlers):
+            handler.close()
+            self._logger.removeHandler(handler)
+
 
 def log_files(directory: Path, task: str) -> list[Path]:
     """A task's request log files, oldest first."""

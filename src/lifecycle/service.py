@@ -1,13 +1,23 @@
-"""The BentoML service: `POST /<endpoint>` for every task in params.yaml that has a production model, each backed
-by a batchable model service that merges concurrent requests into one model call (adaptive batching).
+"""The BentoML service: `POST /<endpoint>` for every task in params.yaml that has a production model.
 
     bentoml serve lifecycle.service:Lifecycle --host 127.0.0.1 --port 3000      (or `make serve`)
 
-The public service parses and checks the upload, decodes it with the task's own `decode` and `prepare` (the
-evaluation transform), asks the task's model service, answers, and logs the request for monitoring. Its routes are
-a Starlette app rather than `@bentoml.api` methods so that every bad input gets a 4xx JSON answer of our making
-(BentoML's own multipart parsing would also fetch URLs given in place of files). BentoML adds /healthz, /livez,
-/readyz and Prometheus /metrics. params.yaml is read from the working directory, or from $LIFECYCLE_PARAMS.
+One process, one hop: the service parses and checks the upload, decodes it with the task's own `decode` and
+`prepare` (the evaluation transform) in a worker thread, and hands it to the task's micro-batcher, which merges
+the requests that arrive while a batch runs into the next `Predictor.infer` call (adaptive batching); then it
+answers and logs the request for monitoring. There is no internal HTTP call to fail or hang: a request beyond
+capacity (it would wait over `<task>.serve.max_latency_ms`) is answered 503 with Retry-After at once.
+
+Every `serving.reload_seconds` the service looks for a new production model in the store (a promotion or a
+rollback) and swaps it in: requests already holding the old model finish on it, later ones get the new one,
+decoded by its own stored config; answers and the request log name the model that answered.
+
+The routes are a Starlette app rather than `@bentoml.api` methods so that every bad input gets a 4xx JSON answer
+of our making (BentoML's own multipart parsing would also fetch URLs given in place of files). BentoML adds
+/healthz, /livez, /readyz and Prometheus /metrics; `LifecycleService` adds the routes to BentoML's OpenAPI
+document (/docs.json, the page at /) and to the schema its clients read (/schema.json), so that
+`bentoml.SyncHTTPClient(url).classify(image=Path("digit.png"))` works. params.yaml is read from the working directory, or from
+$LIFECYCLE_PARAMS.
 
 Importing this module builds nothing: `Lifecycle` is built on first access (PEP 562), which is when `bentoml
 serve lifecycle.service:Lifecycle` asks for it.
@@ -15,72 +25,66 @@ serve lifecycle.service:Lifecycle` asks for it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import random
 import re
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import bentoml
+from bentoml._internal.service.openapi.specification import PathItem
+from bentoml._internal.utils.cattr import bentoml_cattr
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from lifecycle import registry
-from lifecycle.atomic import write_bytes
-from lifecycle.config import ServeConfig, ServingConfig
-from lifecycle.models import load_task
+from lifecycle import capture, registry
+from lifecycle.operations import ServeConfig, ServingConfig
 from lifecycle.params import Params, load_params
 from lifecycle.requestlog import RequestLog
 from lifecycle.samples import InvalidInput
-from lifecycle.serving import Answer, Predictor
-from lifecycle.tasks import Task, get_task
+from lifecycle.serving import Answer, MicroBatcher, Overloaded, Predictor
+from lifecycle.tasks import Task, build_task, get_task
 
 logger = logging.getLogger(__name__)
 
 PARAMS_ENV = "LIFECYCLE_PARAMS"
-RETRIED = "connection recycled"  # marks the log line of a retried model call
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the file, allowed on top of max_upload_mb
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
-@dataclass
-class Endpoint:
-    """What the public service holds for one task: the task as its model was trained, and where to log."""
+@dataclass(frozen=True)
+class Served:
+    """One model answering a task: its task as the model was trained (decoding follows it), tag and batcher."""
 
     task: Task
     tag: str
-    model_attr: str  # the attribute of the public service holding the task's model-service dependency
+    batcher: MicroBatcher
+
+
+@dataclass
+class Endpoint:
+    """What the public service holds for one task: the model answering now (swapped on promotion), and its log."""
+
+    name: str
+    served: Served
+    cfg: ServeConfig
     log: RequestLog
 
 
-def model_service(task_name: str, stored: registry.StoredModel, cfg: ServeConfig) -> Any:
-    """A BentoML service for one stored model with one batchable API, `predict(list of prepared inputs)`."""
-
-    def __init__(self: Any) -> None:
-        ref = self.stored_model  # resolved from the store, or from the Bento's own models when served from a Bento
-        self.predictor = Predictor.from_file(Path(ref.path) / registry.MODEL_FILE, str(ref.tag), cfg.device)
-
-    def predict(self: Any, inputs: list[Any]) -> list[dict[str, Any]]:
-        return [asdict(answer) for answer in self.predictor.infer([on_wire(x, back=True) for x in inputs])]
-
-    if cfg.max_batch_size > 1:
-        api = bentoml.api(batchable=True, max_batch_size=cfg.max_batch_size, max_latency_ms=cfg.max_latency_ms)
-    else:  # BentoML's batchable APIs need a batch size above 1; one at a time is a plain API
-        api = bentoml.api()
-    attrs = {"stored_model": bentoml.models.BentoModel(stored.tag), "__init__": __init__, "predict": api(predict)}
-    cls = type(f"{task_name.capitalize()}Model", (), attrs)
-    return bentoml.service(
-        name=f"lifecycle-{task_name}-model", workers=1, traffic={"timeout": 60}, logging={"access": {"enabled": False}}
-    )(cls)  # the public service logs each request
+def load_served(model_file: Path, tag: str, cfg: ServeConfig) -> Served:
+    predictor = Predictor.from_file(model_file, tag, cfg.device)
+    return Served(predictor.task, tag, MicroBatcher(predictor, cfg.max_batch_size, cfg.max_latency_ms))
 
 
 def served_models(params: Params) -> dict[str, registry.StoredModel]:
@@ -103,36 +107,184 @@ def served_models(params: Params) -> dict[str, registry.StoredModel]:
 
 
 def build_service(params_path: Path) -> Any:
-    """The public service: one route per served task, each task's model service as a dependency."""
+    """The public service: one route per served task; the production models as the service's models (so that
+    `bentoml build` packages them), loaded into the process when it starts."""
     params = load_params(params_path)
     stored = served_models(params)
-    dependencies = {
-        f"{name}_model": bentoml.depends(model_service(name, s, params.task(name).serve)) for name, s in stored.items()
-    }
+    models = {f"{name}_model": bentoml.models.BentoModel(s.tag) for name, s in stored.items()}
     routes = [Route(f"/{get_task(name).endpoint}", _route(name), methods=["POST"]) for name in stored]
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
 
     def __init__(self: Any) -> None:
-        import torch
-
-        torch.set_num_threads(1)  # decoding and resizing one input; the model services own the cores
         self.serving = params.serving
         self.monitoring = params.monitoring
         self.sampler = random.Random()
-        self.endpoints = {
-            name: Endpoint(
-                load_task(s.model_file),
-                s.tag,
-                f"{name}_model",
+        self.endpoints = {}
+        for name in stored:
+            ref = getattr(self, f"{name}_model")  # from the store, or from the Bento's own models in a Bento
+            cfg = params.task(name).serve
+            self.endpoints[name] = Endpoint(
+                name,
+                load_served(Path(ref.path) / registry.MODEL_FILE, str(ref.tag), cfg),
+                cfg,
                 RequestLog(
                     params.serving.log_dir, name, int(params.serving.log_max_mb * 2**20), params.serving.log_backups
                 ),
             )
-            for name, s in stored.items()
-        }
 
-    cls = type("Lifecycle", (), {**dependencies, "__init__": __init__})
-    return bentoml.service(name="lifecycle", workers=1, traffic={"timeout": 60})(bentoml.asgi_app(app)(cls))
+    async def start_watching(self: Any) -> None:
+        if self.serving.reload_seconds > 0:
+            self.watcher = asyncio.get_running_loop().create_task(watch_production(self))
+
+    async def drain(self: Any) -> None:
+        await finish_accepted(self)
+
+    attrs = {
+        **models,
+        "__init__": __init__,
+        "start_watching": bentoml.on_startup(start_watching),
+        "drain": bentoml.on_shutdown(drain),
+    }
+    cls = type("Lifecycle", (), attrs)
+    service = bentoml.service(
+        name="lifecycle",
+        service_class=LifecycleService,
+        workers=1,
+        traffic={"timeout": 60},
+        logging={"access": {"enabled": params.serving.access_log}},  # a line per request costs CPU per request
+    )(bentoml.asgi_app(app)(cls))
+    service.tasks = tuple(build_task(name, params.task(name)) for name in stored)
+    return service
+
+
+ERROR_SCHEMA = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+ERRORS = {
+    "400": "bad input: a malformed body, a missing field, two files, an unreadable or too large input",
+    "413": "the upload is over serving.max_upload_mb",
+    "415": "not multipart/form-data, or a file that is not the medium the task reads",
+    "503": "over capacity: try again after Retry-After seconds",
+}
+
+
+class LifecycleService(bentoml.Service[Any]):
+    """BentoML's service, whose OpenAPI document (/docs.json) and client schema (/schema.json, what bentoml's
+    clients read to find endpoints) also describe the task routes, which BentoML's API registry does not see."""
+
+    tasks: tuple[Task, ...] = ()  # the served tasks, as params.yaml configures them
+
+    def schema(self) -> dict[str, Any]:
+        schema: dict[str, Any] = super().schema()
+        schema["routes"] = [*schema["routes"], *(client_route(task) for task in self.tasks)]
+        return schema
+
+    @property
+    def openapi_spec(self) -> Any:
+        spec = super().openapi_spec
+        for task in self.tasks:
+            spec.paths[f"/{task.spec.endpoint}"] = bentoml_cattr.structure(openapi_path(task), PathItem)
+        return spec
+
+
+def answer_schema(task: Task) -> dict[str, Any]:
+    """The task's answer and the tag of the model that gave it."""
+    schema = task.outputs.answer_schema
+    return {
+        **schema,
+        "required": [*schema.get("required", []), "model"],
+        "properties": {**schema.get("properties", {}), "model": {"type": "string"}},
+    }
+
+
+def client_route(task: Task) -> dict[str, Any]:
+    """A task route as /schema.json describes an API: a file field makes bentoml's client send multipart."""
+    field = task.codec.input_field
+    return {
+        "name": task.spec.endpoint,
+        "route": f"/{task.spec.endpoint}",
+        "description": f"{task.name}: POST the input file in the multipart field '{field}'",
+        "input": {
+            "type": "object",
+            "properties": {field: {"type": "file", "format": ", ".join(task.codec.media_types)}},
+            "required": [field],
+        },
+        "output": answer_schema(task),
+    }
+
+
+def openapi_path(task: Task) -> dict[str, Any]:
+    """A task route as an OpenAPI path item: the multipart file field, its media types, the query parameters,
+    the answer's schema and the errors, each a JSON object with a message."""
+    field = task.codec.input_field
+    body = {"type": "object", "required": [field], "properties": {field: {"type": "string", "format": "binary"}}}
+    errors = {
+        code: {"description": why, "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+        for code, why in ERRORS.items()
+    }
+    return {
+        "post": {
+            "tags": ["Service APIs"],
+            "summary": f"{task.name}: answer one {field} file",
+            "operationId": task.spec.endpoint,
+            "parameters": [
+                {"name": name, "in": "query", "required": False, "schema": schema}
+                for name, schema in task.outputs.query_schema.items()
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": body,
+                        "encoding": {field: {"contentType": ", ".join(task.codec.media_types)}},
+                    }
+                },
+            },
+            "responses": {
+                "200": {"description": "the answer", "content": {"application/json": {"schema": answer_schema(task)}}},
+                **errors,
+            },
+        }
+    }
+
+
+async def watch_production(service: Any) -> None:
+    """Swap in each task's production model when the store's changes (promotion or rollback), forever."""
+    while True:
+        await asyncio.sleep(service.serving.reload_seconds)
+        for endpoint in service.endpoints.values():
+            try:
+                await swap_if_changed(endpoint)
+            except Exception:  # noqa: BLE001 - the current model keeps answering; the next look tries again
+                logger.exception("could not swap in the production model of %s", endpoint.name)
+
+
+async def finish_accepted(service: Any) -> None:
+    """At shutdown (SIGTERM: the server has stopped accepting): answer what the batchers hold, for at most
+    `serving.shutdown_grace_seconds`, then flush and close the request logs."""
+    if watcher := getattr(service, "watcher", None):
+        watcher.cancel()
+    deadline = time.monotonic() + service.serving.shutdown_grace_seconds
+    endpoints = service.endpoints.values()
+    while any(e.served.batcher.pending() for e in endpoints) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    for endpoint in endpoints:
+        endpoint.log.close()
+
+
+async def swap_if_changed(endpoint: Endpoint) -> None:
+    current = await run_in_threadpool(registry.production, endpoint.name)
+    if current is None or current.tag == endpoint.served.tag:
+        return
+    served = await run_in_threadpool(load_served, current.model_file, current.tag, endpoint.cfg)
+    previous, endpoint.served = endpoint.served, served
+    previous.batcher.retire()  # after answering the requests that already hold it
+    logger.info("/%s: model %s swapped in for %s", served.task.spec.endpoint, served.tag, previous.tag)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own refusals (405 for GET) as JSON errors like every other."""
+    assert isinstance(exc, HTTPException)
+    message = f"{request.method} is not allowed here; send POST" if exc.status_code == 405 else exc.detail
+    return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
 
 
 def _route(task_name: str) -> Any:
@@ -148,60 +300,39 @@ async def respond(service: Any, endpoint: Endpoint, request: Request) -> JSONRes
     started = time.perf_counter()
     request_id = _request_id(request)
     headers = {"X-Request-ID": request_id}
+    served = endpoint.served  # this request is answered by this model, even if another is swapped in meanwhile
     try:
-        data, filename = await read_upload(request, endpoint.task.codec.input_field, service.serving)
-        raw, prepared = await run_in_threadpool(decode_and_prepare, endpoint.task, data)
-        answer = await ask_model(getattr(service, endpoint.model_attr), prepared)
-        answered = endpoint.task.outputs.answer(answer.prediction, dict(request.query_params))
-        body = {**answered, "model": endpoint.tag}
+        data, filename = await read_upload(request, served.task.codec.input_field, service.serving)
+        raw, prepared = await run_in_threadpool(decode_and_prepare, served.task, data)
+        answer, batch = await served.batcher.infer(prepared)
+        answered = served.task.outputs.answer(answer.prediction, dict(request.query_params))
+        body = {**answered, "model": served.tag}
     except InvalidInput as e:
         return JSONResponse({"error": str(e)}, status_code=e.status, headers=headers)
-    except bentoml.exceptions.ServiceUnavailable as e:
-        return JSONResponse({"error": f"overloaded, try again: {e}"}, status_code=503, headers=headers)
+    except Overloaded as e:
+        return JSONResponse(
+            {"error": f"overloaded, try again: {e}"},
+            status_code=503,
+            headers={**headers, "Retry-After": str(e.retry_after)},
+        )
     except Exception:
-        logger.exception("request %s to /%s failed", request_id, endpoint.task.spec.endpoint)
+        logger.exception("request %s to /%s failed", request_id, served.task.spec.endpoint)
         return JSONResponse(
             {"error": f"internal error (request {request_id}); see the server log"}, status_code=500, headers=headers
         )
     latency_ms = (time.perf_counter() - started) * 1000
-    await run_in_threadpool(log_request, endpoint, request_id, raw, Answer(answered, answer.embedding), latency_ms)
-    capture = service.monitoring
-    if capture.capture_inputs and service.sampler.random() < capture.capture_rate:
-        await run_in_threadpool(capture_input, capture.capture_dir / endpoint.task.name, request_id, filename, data)
+    record = Answer(answered, answer.embedding)
+    await run_in_threadpool(log_request, endpoint.log, served, request_id, raw, record, batch, latency_ms)
+    keep = service.monitoring
+    if keep.capture_inputs and service.sampler.random() < keep.capture_rate:
+        directory = keep.capture_dir / served.task.name
+        await run_in_threadpool(capture_input, directory, request_id, filename, data, keep.capture_max_mb)
     return JSONResponse(body, headers=headers)
 
 
 def decode_and_prepare(task: Task, data: bytes) -> tuple[Any, Any]:
     raw = task.codec.decode(data)
-    return raw, on_wire(task.codec.prepare(raw))
-
-
-def on_wire(obj: Any, back: bool = False) -> Any:
-    """Tensors as numpy arrays between the services (pickling a tensor costs a torch.save per call), and back."""
-    import torch
-
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(on_wire(v, back) for v in obj)
-    if isinstance(obj, dict):
-        return {k: on_wire(v, back) for k, v in obj.items()}
-    if back:
-        return torch.from_numpy(obj) if type(obj).__module__ == "numpy" else obj
-    return obj.numpy() if isinstance(obj, torch.Tensor) else obj
-
-
-async def ask_model(model: Any, prepared: Any, attempts: int = 3) -> Answer:
-    """One input through the model service's batchable `predict`. BentoML's client closes its HTTP session every
-    100 calls, cutting the calls still in flight on it ("Server disconnected"); those are retried on the new one."""
-    import aiohttp
-
-    for _ in range(attempts - 1):
-        try:
-            return Answer(**(await model.to_async.predict([prepared]))[0])
-        except aiohttp.ClientConnectionError as e:
-            # the model service may already have run the input: the retry runs it again (counted in its metrics)
-            logger.warning("%s: model call retried: %s", RETRIED, e)
-            continue
-    return Answer(**(await model.to_async.predict([prepared]))[0])
+    return raw, task.codec.prepare(raw)
 
 
 async def read_upload(request: Request, field: str, limits: ServingConfig) -> tuple[bytes, str]:
@@ -222,6 +353,8 @@ async def read_upload(request: Request, field: str, limits: ServingConfig) -> tu
     except Exception as e:  # python-multipart raises several types for malformed bodies
         raise InvalidInput(f"malformed multipart body: {e}") from None
     try:
+        if len(form.getlist(field)) > 1:
+            raise InvalidInput(f"multipart field '{field}' holds {len(form.getlist(field))} values; send one file")
         upload = form.get(field)
         if not isinstance(upload, UploadFile):
             present = ", ".join(repr(k) for k in form.keys()) or "none"
@@ -235,31 +368,35 @@ async def read_upload(request: Request, field: str, limits: ServingConfig) -> tu
         await form.close()
 
 
-def log_request(endpoint: Endpoint, request_id: str, raw: Any, answer: Answer, latency_ms: float) -> None:
-    """One line for monitoring; any failure (descriptors included) is logged by RequestLog, never raised."""
+def log_request(
+    log: RequestLog, served: Served, request_id: str, raw: Any, answer: Answer, batch: int, latency_ms: float
+) -> None:
+    """One line for monitoring, naming the model that answered and the size of the batch it answered in; any
+    failure (descriptors included) is logged by RequestLog, never raised."""
     try:
         record = {
             "timestamp": datetime.now(UTC).isoformat(),
             "request_id": request_id,
-            "task": endpoint.task.name,
-            "model": endpoint.tag,
-            "descriptors": endpoint.task.monitoring.descriptors(raw),
+            "task": served.task.name,
+            "model": served.tag,
+            "descriptors": served.task.monitoring.descriptors(raw),
             "prediction": answer.prediction,
-            "confidence": endpoint.task.outputs.confidence(answer.prediction),
+            "confidence": served.task.outputs.confidence(answer.prediction),
             "embedding": answer.embedding,
+            "batch": batch,
             "latency_ms": round(latency_ms, 3),
         }
     except Exception:  # noqa: BLE001 - monitoring must never fail an answered request
         logger.exception("could not describe request %s for the request log", request_id)
         return
-    endpoint.log.write(record)
+    log.write(record)
 
 
-def capture_input(directory: Path, request_id: str, filename: str, data: bytes) -> None:
-    """Keep a production input for labeling (`lifecycle label`); a failure is logged, never raised."""
-    suffix = Path(filename).suffix.lower()
+def capture_input(directory: Path, request_id: str, filename: str, data: bytes, max_mb: float) -> None:
+    """Keep a production input for labeling (`lifecycle label`) within the capture bound; a failure is logged,
+    never raised."""
     try:
-        write_bytes(directory / f"{request_id}{suffix if suffix[1:].isalnum() else ''}", data)
+        capture.capture_input(directory, request_id, filename, data, max_mb)
     except OSError:
         logger.exception("could not capture the input of request %s in %s", request_id, directory)
 

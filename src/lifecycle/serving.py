@@ -4,7 +4,13 @@ this class, so what is checked is what is served."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import math
+import time
+from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +21,8 @@ from lifecycle.devices import autocast, resolve_device, resolve_precision, to_de
 from lifecycle.models import load_model
 from lifecycle.registry import StoredModel
 from lifecycle.tasks import Task
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,3 +75,115 @@ class Predictor:
             gaussian = torch.randn(dims, self.embedding_dims, generator=torch.Generator().manual_seed(dims))
             self._projections[dims] = torch.linalg.qr(gaussian).Q
         return features @ self._projections[dims]
+
+
+class Overloaded(Exception):
+    """More requests are waiting than can be answered within the latency bound; try again after `retry_after` s."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass
+class _Waiting:
+    prepared: Any
+    answer: asyncio.Future[tuple[Answer, int]]
+
+
+class MicroBatcher:
+    """Concurrent requests of one event loop merged into one `Predictor.infer` call (adaptive batching): while a
+    batch runs, the requests that arrive queue, and the next batch takes all of them, up to `max_batch_size`. So a
+    lone request waits for nothing and a busy service makes big batches. The model runs in one thread of its own;
+    the event loop keeps accepting meanwhile. A request that would wait longer than `max_latency_ms` (from the
+    measured batch time and the queue) is refused with `Overloaded` at once instead of queueing."""
+
+    def __init__(self, predictor: Predictor, max_batch_size: int, max_latency_ms: int) -> None:
+        self.predictor = predictor
+        self.max_batch_size = max_batch_size
+        self.max_latency_s = max_latency_ms / 1000
+        self._queue: deque[_Waiting] = deque()
+        self._arrived: asyncio.Event | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._model_thread = ThreadPoolExecutor(1, thread_name_prefix=f"infer-{predictor.tag}")
+        self._batch_s = 0.0  # a moving average of the time one batch takes
+        self._retired = False
+        self.running = 0  # inputs in the batch being run
+
+    def expected_wait_s(self) -> float:
+        """Time until a request arriving now is answered: the batches queued before it, its own, the running one."""
+        return (len(self._queue) // self.max_batch_size + 1 + (self.running > 0)) * self._batch_s
+
+    def pending(self) -> int:
+        return len(self._queue) + self.running
+
+    async def infer(self, prepared: Any) -> tuple[Answer, int]:
+        """The answer to one prepared input and the size of the batch it was answered in."""
+        if self._worker is None or self._worker.done():
+            self._arrived = asyncio.Event()
+            self._worker = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{self.predictor.tag}")
+        wait = self.expected_wait_s()
+        if wait > self.max_latency_s:
+            raise Overloaded(
+                f"{self.pending()} requests are waiting for the model (about {wait * 1000:.0f} ms, over the "
+                f"{self.max_latency_s * 1000:.0f} ms bound)",
+                max(1, math.ceil(wait)),
+            )
+        waiting = _Waiting(prepared, asyncio.get_running_loop().create_future())
+        self._queue.append(waiting)
+        assert self._arrived is not None
+        self._arrived.set()
+        return await waiting.answer
+
+    async def _run(self) -> None:
+        assert self._arrived is not None
+        while True:
+            if not self._queue:
+                if self._retired:  # a request that took this model before the swap restarts the worker
+                    return
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            batch = [self._queue.popleft() for _ in range(min(self.max_batch_size, len(self._queue)))]
+            batch = [w for w in batch if not w.answer.done()]  # a client that went away cancels its wait
+            self.running = len(batch)
+            try:
+                await self._answer(batch)
+            finally:
+                self.running = 0
+
+    async def _answer(self, batch: list[_Waiting]) -> None:
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            answers = await loop.run_in_executor(self._model_thread, self.predictor.infer, [w.prepared for w in batch])
+        except Exception as e:  # noqa: BLE001 - delivered to the waiting requests, never lost
+            if len(batch) == 1:
+                _settle(batch[0].answer, error=e)
+                return
+            # inference is pure: one input's failure must not fail its batch mates, so each runs again alone
+            logger.warning("a batch of %d failed (%s); answering its inputs one by one", len(batch), e)
+            for waiting in batch:
+                await self._answer([waiting])
+            return
+        took = time.perf_counter() - started
+        self._batch_s = took if self._batch_s == 0 else 0.8 * self._batch_s + 0.2 * took
+        for waiting, answer in zip(batch, answers, strict=True):
+            _settle(waiting.answer, (answer, len(batch)))
+
+    def retire(self) -> None:
+        """Stop once the queue is empty: a swapped-out model answers every request it accepted."""
+        self._retired = True
+        if self._arrived is not None:
+            self._arrived.set()
+
+
+def _settle(
+    future: asyncio.Future[tuple[Answer, int]], result: tuple[Answer, int] | None = None, error: Exception | None = None
+) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    elif result is not None:
+        future.set_result(result)

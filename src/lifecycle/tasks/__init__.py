@@ -12,13 +12,13 @@ from pydantic import BaseModel, Field, create_model, model_validator
 from lifecycle.config import (
     EvaluateConfig,
     PromoteConfig,
-    ServeConfig,
     SplitConfig,
     Strict,
     TrainConfig,
     TuneConfig,
     check_search_space,
 )
+from lifecycle.operations import ServeConfig
 from lifecycle.tasks.parts import Task, TaskSpec
 
 BUILTIN = ("classify", "detect", "ocr", "asr")  # packages under lifecycle.tasks, imported on first lookup

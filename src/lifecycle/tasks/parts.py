@@ -89,6 +89,7 @@ class Codec(Part):
     inference and training all decode and prepare this way, so preprocessing has one implementation."""
 
     input_field: ClassVar[str] = "image"  # the multipart field holding the input file
+    media_types: ClassVar[tuple[str, ...]] = ("image/png", "image/jpeg")  # what the service's docs say it takes
 
     def decode(self, data: bytes) -> torch.Tensor:
         """An input file's bytes as the tensor the transform takes; raise InvalidInput saying what is wrong."""
@@ -170,6 +171,9 @@ class Outputs(Part):
     """Model outputs to answers: post-processing, the HTTP answer and its confidence."""
 
     endpoint = ""  # the task's route, set from its spec when the task is configured (for error messages)
+    # The JSON schema of `answer`'s result and of the query parameters it takes: the service's OpenAPI document
+    answer_schema: ClassVar[dict[str, Any]] = {"type": "object"}
+    query_schema: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def predict(self, outputs: Any) -> list[dict[str, Any]]:
         """A batch of model outputs as one JSON-serialisable prediction per input."""
@@ -186,6 +190,15 @@ class Outputs(Part):
         """The one number saying how sure a prediction is (logged for monitoring, ranked for labeling)."""
         value = prediction.get("confidence")
         return None if value is None else float(value)
+
+
+def scored(text_key: str) -> dict[str, Any]:
+    """The JSON schema of an answer holding a string and its confidence in [0, 1]."""
+    return {
+        "type": "object",
+        "required": [text_key, "confidence"],
+        "properties": {text_key: {"type": "string"}, "confidence": {"type": "number", "minimum": 0, "maximum": 1}},
+    }
 
 
 class Monitoring(Part):

@@ -19,6 +19,7 @@ from lifecycle.tasks.parts import Codec
 class AsrCodec(Codec):
     reads = ("collect", "model")
     input_field = "audio"
+    media_types = ("audio/wav", "audio/x-wav")
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)

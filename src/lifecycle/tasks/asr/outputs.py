@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -13,12 +13,13 @@ from torch import nn
 from lifecycle.tasks.asr.codec import AsrCodec
 from lifecycle.tasks.asr.decoding import transcript
 from lifecycle.tasks.asr.streaming import file_chunks, transcribe_stream
-from lifecycle.tasks.parts import Outputs
+from lifecycle.tasks.parts import Outputs, scored
 
 
 class AsrOutputs(Outputs):
     """Also the text metrics' reader (`read`, `text_of`) and a StreamingOutputs (`stream_file`)."""
 
+    answer_schema: ClassVar[dict[str, Any]] = scored("text")
     reads = ("model",)
 
     def __init__(self, cfg: Any, codec: AsrCodec) -> None:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
-from lifecycle.tasks.parts import Outputs
+from lifecycle.tasks.parts import Outputs, scored
 
 
 class ClassifyOutputs(Outputs):
     reads = ("collect",)
     top_k = 3
+    answer_schema: ClassVar[dict[str, Any]] = {
+        **scored("label"),
+        "required": ["label", "confidence", "top_k"],
+        "properties": {**scored("label")["properties"], "top_k": {"type": "array", "items": scored("label")}},
+    }
 
     def predict(self, outputs: torch.Tensor) -> list[dict[str, Any]]:
         classes = self.cfg.collect.classes

@@ -3,7 +3,7 @@ answer includes on `?mask=true`; an image's confidence is its weakest object's s
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +16,32 @@ from lifecycle.tasks.parts import Outputs
 
 class DetectOutputs(Outputs):
     reads = ("collect", "model")
+    answer_schema: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "required": ["objects"],
+        "properties": {
+            "objects": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["label", "score", "box"],
+                    "properties": {
+                        "label": {"type": "string"},
+                        "score": {"type": "number"},
+                        "box": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4},
+                    },
+                },
+            },
+            "mask": {
+                "type": "object",
+                "description": "the class map, run-length encoded (lifecycle.masks); only with ?mask=true",
+                "required": ["size", "counts", "classes"],
+            },
+        },
+    }
+    query_schema: ClassVar[dict[str, dict[str, Any]]] = {
+        "mask": {"type": "string", "enum": ["true", "false", "1", "0"], "default": "false"}
+    }
 
     def predict(self, outputs: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         m, classes = self.cfg.model, self.cfg.collect.classes

@@ -3,17 +3,18 @@ metrics read through)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from lifecycle.sequence import greedy_ctc
 from lifecycle.tasks.ocr.attention import greedy_attention
 from lifecycle.tasks.ocr.codec import text_of
-from lifecycle.tasks.parts import Outputs
+from lifecycle.tasks.parts import Outputs, scored
 
 
 class OcrOutputs(Outputs):
+    answer_schema: ClassVar[dict[str, Any]] = scored("text")
     reads = ("collect", "model")
 
     @property
