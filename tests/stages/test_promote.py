@@ -70,7 +70,7 @@ def test_first_promoted_worse_rejected_better_promoted_then_rollback(prepared, t
     assert registry.production("classify").tag == first["stored_as"]
 
     tiny_params["classify"]["promote"] = {"min": {"accuracy": 0.99}}
-    strong = trained(prepared, tiny_params, epochs=8, lr=0.003, batch_size=16)
+    strong = trained(prepared, tiny_params, epochs=8, lr=0.01, batch_size=16)
     gated = promote(make_task(tiny_params), prepared)
     assert not gated["promoted"] and f"test accuracy {strong['accuracy']:.4f} is below 0.99" in gated["summary"]
 

@@ -334,8 +334,7 @@ class ModelCardText:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """What a task is, known before any config is read: its name, endpoint, goal, config schemas, what it can
-    do, and how its parts are built from a validated config section."""
+    """What a task is before any config is read: name, endpoint, goal, config schemas, capabilities, parts."""
 
     name: str
     endpoint: str
