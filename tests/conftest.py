@@ -296,30 +296,10 @@ def server(promoted):
     from lifecycle.data import rows_of_split
 
     paths, params, stored = promoted
-    port = free_port()
-    log = (paths.root / "server.log").open("w")
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "bentoml"),
-            "serve",
-            "lifecycle.service:Lifecycle",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=paths.root,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+    log_path = paths.root / "server.log"
+    log = log_path.open("w")
+    proc, url = start_bentoml(paths.root, log, log_path)
     try:
-        deadline = time.monotonic() + 120
-        while not _ready(url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"bentoml serve did not start:\n{(paths.root / 'server.log').read_text()[-4000:]}")
-            time.sleep(0.5)
         offline = {r["sample_id"]: r["prediction"] for r in read_jsonl(paths.reports("evaluate") / "predictions.jsonl")}
         yield Server(
             url,
@@ -330,12 +310,42 @@ def server(promoted):
             rows_of_split(paths.split_manifest, "test"),
         )
     finally:
+        stop_process(proc)
+        log.close()
+
+
+def start_bentoml(cwd: Path, log: Any, log_path: Path, env: dict[str, str] | None = None) -> tuple[Any, str]:
+    """`bentoml serve lifecycle.service:Lifecycle` on a free 127.0.0.1 port in its own process group, once it
+    answers /readyz (at most 120 s; its log's tail otherwise). Returns the process and its URL."""
+    port = free_port()
+    bentoml = str(Path(sys.executable).parent / "bentoml")
+    proc = subprocess.Popen(
+        [bentoml, "serve", "lifecycle.service:Lifecycle", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=cwd,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while not _ready(url):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_process(proc)
+            raise AssertionError(f"bentoml serve did not start:\n{log_path.read_text()[-4000:]}")
+        time.sleep(0.3)
+    return proc, url
+
+
+def stop_process(proc: Any) -> None:
+    """SIGTERM to the process group, SIGKILL after 30 s."""
+    if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+            proc.wait()
 
 
 def _ready(url: str) -> bool:

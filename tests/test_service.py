@@ -301,7 +301,7 @@ def own_server(server, tmp_path):
     0.5 s, so that promoting there leaves the session's server alone. Yields (url, process, env, log dir)."""
     import yaml
 
-    from conftest import free_port
+    from conftest import start_bentoml
 
     store = tmp_path / "bentoml"
     shutil.copytree(os.environ["BENTOML_HOME"], store)
@@ -311,35 +311,14 @@ def own_server(server, tmp_path):
     params["monitoring"]["capture_inputs"] = False
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "BENTOML_HOME": str(store), "LIFECYCLE_PARAMS": str(tmp_path / "params.yaml")}
-    port = free_port()
-    bentoml = str(Path(sys.executable).parent / "bentoml")
     with (tmp_path / "server.log").open("w") as log:
-        proc = subprocess.Popen(
-            [bentoml, "serve", "lifecycle.service:Lifecycle", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=tmp_path,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        url = f"http://127.0.0.1:{port}"
+        proc, url = start_bentoml(tmp_path, log, tmp_path / "server.log", env)
         try:
-            deadline = time.monotonic() + 120
-            while not _answers(url):
-                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()
-                time.sleep(0.3)
             yield url, proc, env, tmp_path / "logs" / "classify"
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 class Load:

@@ -20,7 +20,7 @@ import httpx
 import pytest
 import yaml
 
-from conftest import TINY_CLASSIFY, free_port, make_project, make_task, postgres_database, run
+from conftest import TINY_CLASSIFY, free_port, make_project, make_task, postgres_database, run, stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -81,16 +81,6 @@ def answers(url: str) -> bool:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +174,7 @@ def team(tmp_path_factory, s3_remote) -> Iterator[Team]:
             if worker is not None and worker.poll() is None:
                 worker.kill()
                 worker.wait()
-            stop(server)
+            stop_process(server)
 
 
 def run_id(output: str) -> str:
@@ -292,7 +282,7 @@ def test_drift_found_by_monitor_starts_retrain_on_the_worker(team, retrained):
         wait_until(lambda: answers(f"http://127.0.0.1:{port}/readyz"), "bentoml serve", 120, serving)
         sent = send_traffic(make_task(params), TaskPaths(project, "classify"), f"http://127.0.0.1:{port}", "invert")
     finally:
-        stop(serving)
+        stop_process(serving)
     assert list(sent) == ["200"], sent
     before = {r["id"] for r in team.runs_of("retrain-classify")}
 
