@@ -21,7 +21,7 @@ from lifecycle.html import esc, page, table
 from lifecycle.models import load_model
 from lifecycle.operations import ServingConfig
 from lifecycle.paths import TaskPaths
-from lifecycle.reporting import read_json
+from lifecycle.reporting import grouping_tables, read_json
 from lifecycle.tasks import Task
 
 CARD = "model_card"
@@ -68,7 +68,8 @@ def card_sections(task: Task, paths: TaskPaths, decision: dict[str, Any], proven
         ("Inputs", [text.inputs if text else "(not described)"]),
         ("Data versions", data_versions(provenance, split)),
         ("Test metrics", [_table({k: v for k, v in metrics.items() if isinstance(v, float)}, "metric", "value")]),
-        ("Test metrics per group", per_group(read_json(evaluate / "per_class.json"))),
+        ("Test metrics per class", per_group(read_json(evaluate / "per_class.json"))),
+        ("Test metrics per group", [Table(h, r) for h, r in grouping_tables(read_json(evaluate / "groups.json"))]),
         ("Largest confusions and error examples", errors(read_jsonl(evaluate / "predictions.jsonl"))),
         ("Promotion decision", promotion(decision)),
         ("Serving contract", serving_contract(task, serving_config(paths.root))),

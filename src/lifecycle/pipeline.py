@@ -96,7 +96,11 @@ STAGES: tuple[Stage, ...] = (
             "reports/{task}/evaluate/figures",
             "reports/{task}/evaluate/reference.parquet",
         ),
-        metrics=("reports/{task}/evaluate/metrics.json", "reports/{task}/evaluate/per_class.json"),
+        metrics=(
+            "reports/{task}/evaluate/metrics.json",
+            "reports/{task}/evaluate/per_class.json",
+            "reports/{task}/evaluate/groups.json",
+        ),
     ),
     Stage(
         "promote",

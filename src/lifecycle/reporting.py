@@ -63,3 +63,17 @@ def tuning_line(tuning: dict[str, Any], primary: str) -> str:
         f"of {tuning['epochs_per_trial']} epochs in {tuning['seconds']:.0f} s; best val {primary} {best:.4f}{versus}; "
         f"trained with {tuning['best_params']}"
     )
+
+
+def grouping_tables(groups: dict[str, Any]) -> list[tuple[list[str], list[list[str]]]]:
+    """The evaluate stage's per-group test metrics as one (headers, rows) table per grouping."""
+    tables = []
+    for grouping, by_group in groups.items():
+        facts = ("samples", "seen_in_training")
+        metrics = list(dict.fromkeys(m for values in by_group.values() for m in values if m not in facts))
+        rows = [
+            [group, str(v["samples"]), "yes" if v["seen_in_training"] else "no", *(f"{v[m]:.4f}" for m in metrics)]
+            for group, v in by_group.items()
+        ]
+        tables.append(([grouping, "samples", "seen in training", *metrics], rows))
+    return tables

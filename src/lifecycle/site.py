@@ -20,7 +20,7 @@ from lifecycle.atomic import write_text
 from lifecycle.config import ConfigError
 from lifecycle.html import Point, esc, line_chart, link, page, status, table
 from lifecycle.paths import TaskPaths, report_site
-from lifecycle.reporting import read_json, tuning_line
+from lifecycle.reporting import grouping_tables, read_json, tuning_line
 
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".svg")
 
@@ -71,6 +71,10 @@ def task_section(paths: TaskPaths, base: Path) -> str:
         metrics_table(paths),
         "<h3>Per-group test metrics</h3>",
         per_group_table(read_json(paths.reports("evaluate") / "per_class.json")),
+        *(
+            table(headers, [[esc(cell) for cell in row] for row in rows], "per-group")
+            for headers, rows in grouping_tables(read_json(paths.reports("evaluate") / "groups.json"))
+        ),
         "<h3>Pictures</h3>",
         pictures(
             [paths.reports("train") / "augmented.png", *sorted(paths.reports("evaluate").glob("figures/*"))], href

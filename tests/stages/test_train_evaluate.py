@@ -105,3 +105,24 @@ def test_killed_training_resumes_to_the_same_result(prepared, tiny_params):
     assert resumed["best_epoch"] == reference["best_epoch"]
     weights = torch.load(prepared.model, weights_only=True)["state_dict"]
     assert all(torch.equal(weights[k], reference_weights[k]) for k in weights)
+
+
+def test_evaluate_reports_each_group_and_the_groups_training_never_saw(promoted_all):
+    """asr's tiny test voice is new to training while its accent (en-us) is not; ocr's test family is held out;
+    detect groups scenes by object count, all of them seen."""
+    for name, grouping, unseen in (("asr", "voice", True), ("asr", "accent", False), ("ocr", "family", True)):
+        paths = promoted_all[name][0]
+        metrics = json.loads((paths.reports("evaluate") / "metrics.json").read_text())
+        groups = json.loads((paths.reports("evaluate") / "groups.json").read_text())[grouping]
+        primary = metrics["primary_metric"]
+        assert sum(g["samples"] for g in groups.values()) == metrics["test_samples"]
+        assert all(g["seen_in_training"] is not unseen for g in groups.values()), (name, grouping, groups)
+        if unseen:  # every test sample is in an unseen group: the unseen figure is the whole split's
+            assert metrics[f"unseen_{grouping}_{primary}"] == pytest.approx(metrics[primary], abs=1e-6)
+        else:
+            assert f"unseen_{grouping}_{primary}" not in metrics
+    detect = promoted_all["detect"][0].reports("evaluate")
+    objects = json.loads((detect / "groups.json").read_text())["objects"]
+    assert set(objects) <= {"1-2", "3-4", "5 or more"} and all(g["seen_in_training"] for g in objects.values())
+    card = (promoted_all["asr"][0].root / "reports" / "asr" / "promote" / "model_card.md").read_text()
+    assert "| voice | samples | seen in training | cer | exact_match | wer |" in card

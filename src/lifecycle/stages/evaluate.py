@@ -4,6 +4,7 @@ reference (the test split as the model sees it: descriptors, predictions, embedd
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from typing import Any
 
 import torch
@@ -18,6 +19,8 @@ from lifecycle.serving import Predictor
 from lifecycle.tasks import Task
 from lifecycle.tasks.parts import Source
 from lifecycle.trainer import AmpStep, run_eval
+
+GROUPS = "groups.json"  # the test metrics per group, by grouping
 
 
 def metric_values(source: Source, values: dict[str, torch.Tensor]) -> tuple[dict[str, float], dict[str, Any]]:
@@ -55,6 +58,39 @@ def predict_rows(
     return run_eval(task.network, model, loader, device, amp, predict=task.outputs)
 
 
+def group_metrics(
+    task: Task, model: torch.nn.Module, rows: list[dict[str, Any]], paths: TaskPaths, device: torch.device
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """The test metrics per group of each grouping the source names (a voice, an accent, a font family), with
+    whether training saw the group; and, per grouping whose test groups include some training never saw, the
+    primary metric over those samples alone (`unseen_<grouping>_<metric>`): how the model generalises."""
+    source, primary = task.source, task.goal.metric
+    seen: dict[str, set[str]] = defaultdict(set)
+    for row in rows_of_split(paths.split_manifest, "train"):
+        for grouping, group in source.groupings(row).items():
+            seen[grouping].add(group)
+    members: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        for grouping, group in source.groupings(row).items():
+            members[grouping][group].append(row)
+
+    def scores(subset: list[dict[str, Any]]) -> dict[str, float]:
+        values = predict_rows(task, model, subset, paths, device, task.cfg.evaluate.batch_size)[1]
+        return {name: float(v) for name, v in values.items() if v.numel() == 1}
+
+    groups: dict[str, Any] = {}
+    unseen: dict[str, float] = {}
+    for grouping, by_group in members.items():
+        groups[grouping] = {
+            group: {**scores(subset), "samples": len(subset), "seen_in_training": group in seen[grouping]}
+            for group, subset in sorted(by_group.items())
+        }
+        new = [row for group, subset in by_group.items() if group not in seen[grouping] for row in subset]
+        if new:
+            unseen[f"unseen_{grouping}_{primary}"] = scores(new)[primary]
+    return groups, unseen
+
+
 def run(task: Task, paths: TaskPaths) -> dict[str, Any]:
     return evaluate(task, paths)
 
@@ -74,7 +110,15 @@ def evaluate(task: Task, paths: TaskPaths) -> dict[str, Any]:
         out_dir / "figures",
         model,
     )
-    metrics = {**scalars, **extra, "loss": loss, "test_samples": len(rows), "primary_metric": task.goal.metric}
+    groups, unseen = group_metrics(model_task, model, rows, paths, device)
+    metrics = {
+        **scalars,
+        **unseen,
+        **extra,
+        "loss": loss,
+        "test_samples": len(rows),
+        "primary_metric": task.goal.metric,
+    }
     write_jsonl(
         out_dir / "predictions.jsonl",
         (
@@ -83,6 +127,7 @@ def evaluate(task: Task, paths: TaskPaths) -> dict[str, Any]:
         ),
     )
     write_json(out_dir / "per_class.json", per_class)
+    write_json(out_dir / GROUPS, groups)
     predictor = Predictor(model_task, model, device, tag="candidate")
     write_test_reference(predictor, paths, task.cfg.evaluate.batch_size, out_dir / REFERENCE)
     write_json(out_dir / "metrics.json", metrics)

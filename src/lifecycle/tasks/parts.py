@@ -79,6 +79,10 @@ class Source(Part):
         detection, the words of a transcript, none for text."""
         return []
 
+    def groupings(self, row: dict[str, Any]) -> dict[str, str]:
+        """The groups a manifest row belongs to, by grouping name (a voice, a font family): test metrics per group."""
+        return {"group": str(row["group"])} if row.get("group") else {}
+
     def data_checks(self, rows: list[dict[str, Any]]) -> Checks:
         """Task-specific tables of the raw manifest's rows, each with its Great Expectations expectations."""
         return {}
@@ -190,15 +194,6 @@ class Outputs(Part):
         """The one number saying how sure a prediction is (logged for monitoring, ranked for labeling)."""
         value = prediction.get("confidence")
         return None if value is None else float(value)
-
-
-def scored(text_key: str) -> dict[str, Any]:
-    """The JSON schema of an answer holding a string and its confidence in [0, 1]."""
-    return {
-        "type": "object",
-        "required": [text_key, "confidence"],
-        "properties": {text_key: {"type": "string"}, "confidence": {"type": "number", "minimum": 0, "maximum": 1}},
-    }
 
 
 class Monitoring(Part):

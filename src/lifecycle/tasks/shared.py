@@ -16,6 +16,15 @@ if TYPE_CHECKING:
     import numpy as np
 
 
+def scored(text_key: str) -> dict[str, Any]:
+    """The JSON schema of an answer holding a string and its confidence in [0, 1]."""
+    return {
+        "type": "object",
+        "required": [text_key, "confidence"],
+        "properties": {text_key: {"type": "string"}, "confidence": {"type": "number", "minimum": 0, "maximum": 1}},
+    }
+
+
 class ImageMonitoring(Monitoring):
     """Image descriptors (size, intensity, sharpness) and the image shifts, decoded the task's own way."""
 

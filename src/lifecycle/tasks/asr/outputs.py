@@ -13,7 +13,8 @@ from torch import nn
 from lifecycle.tasks.asr.codec import AsrCodec
 from lifecycle.tasks.asr.decoding import transcript
 from lifecycle.tasks.asr.streaming import file_chunks, transcribe_stream
-from lifecycle.tasks.parts import Outputs, scored
+from lifecycle.tasks.parts import Outputs
+from lifecycle.tasks.shared import scored
 
 
 class AsrOutputs(Outputs):

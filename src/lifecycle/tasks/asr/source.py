@@ -39,6 +39,11 @@ class AsrSource(Source):
     def label_set(self) -> list[str]:
         return list(self.vocabulary)
 
+    def groupings(self, row: dict[str, Any]) -> dict[str, str]:
+        """The voice (accent+variant) and the accent alone: a test voice can be new while its accent is not."""
+        voice = row.get("group")
+        return {"voice": voice, "accent": voice.split("+")[0]} if isinstance(voice, str) and voice else {}
+
     def classes_of(self, label: Label) -> list[str]:
         return label.split() if isinstance(label, str) else []
 

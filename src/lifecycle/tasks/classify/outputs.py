@@ -6,7 +6,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from lifecycle.tasks.parts import Outputs, scored
+from lifecycle.tasks.parts import Outputs
+from lifecycle.tasks.shared import scored
 
 
 class ClassifyOutputs(Outputs):

@@ -48,6 +48,11 @@ class DetectSource(Source):
     def label_set(self) -> list[str]:
         return list(self.classes)
 
+    def groupings(self, row: dict[str, Any]) -> dict[str, str]:
+        """Scenes by composition: how many objects they hold."""
+        count = len(row["label"]["labels"])
+        return {"objects": "1-2" if count <= 2 else "3-4" if count <= 4 else "5 or more"}
+
     def classes_of(self, label: Label) -> list[str]:
         return list(label["labels"])
 

@@ -10,7 +10,8 @@ import torch
 from lifecycle.sequence import greedy_ctc
 from lifecycle.tasks.ocr.attention import greedy_attention
 from lifecycle.tasks.ocr.codec import text_of
-from lifecycle.tasks.parts import Outputs, scored
+from lifecycle.tasks.parts import Outputs
+from lifecycle.tasks.shared import scored
 
 
 class OcrOutputs(Outputs):

@@ -34,6 +34,9 @@ class OcrSource(Source):
             shares = self.cfg.split.model_dump()
             yield from rendered_lines(c.lines, c.families, shares, c.charset, c.seed, c.style())
 
+    def groupings(self, row: dict[str, Any]) -> dict[str, str]:
+        return {"family": str(row["group"])} if row.get("group") else {}
+
     def inspect(self, data: bytes, label: Label) -> dict[str, Any]:
         if not isinstance(label, str) or not label.strip():
             raise InvalidSample("empty label: a line needs its text")
