@@ -295,10 +295,14 @@ def test_a_short_soak_over_every_endpoint_answers_every_request(server, promoted
     assert all(len(latencies) > 0 for latencies in result.latencies_ms.values()), result.report()
 
 
+CAPTURE_MB = 4 / 1024
+
+
 @pytest.fixture
 def own_server(server, tmp_path):
-    """A second `bentoml serve` of classify on a copy of the test store, looking for a new production model every
-    0.5 s, so that promoting there leaves the session's server alone. Yields (url, process, env, log dir)."""
+    """A second `bentoml serve` of classify on a copy of the test store, in two worker processes looking for a new
+    production model every 0.5 s, so that promoting there leaves the session's server alone; each worker keeps every
+    input it answers in one capture folder bounded to 4 KB. Yields (url, process, env, log dir)."""
     import yaml
 
     from conftest import start_bentoml
@@ -307,8 +311,10 @@ def own_server(server, tmp_path):
     shutil.copytree(os.environ["BENTOML_HOME"], store)
     params = yaml.safe_load((server.paths.root / "params.yaml").read_text())
     params["tasks"] = ["classify"]
-    params["serving"].update(reload_seconds=0.5, log_dir=str(tmp_path / "logs"))
-    params["monitoring"]["capture_inputs"] = False
+    params["serving"].update(reload_seconds=0.5, log_dir=str(tmp_path / "logs"), workers=2)
+    params["monitoring"].update(
+        capture_inputs=True, capture_rate=1.0, capture_dir=str(tmp_path / "captured"), capture_max_mb=CAPTURE_MB
+    )
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "BENTOML_HOME": str(store), "LIFECYCLE_PARAMS": str(tmp_path / "params.yaml")}
     with (tmp_path / "server.log").open("w") as log:
@@ -405,6 +411,17 @@ def test_a_promotion_and_a_rollback_are_swapped_in_while_requests_run(server, ow
     logged = [json.loads(line) for path in log_dir.glob("requests-*.jsonl*") for line in path.open()]
     assert sorted(r["model"] for r in logged) == sorted(a["model"] for _, a in load.answers)
     assert all(r["prediction"]["label"] in ("xyz" if r["model"] == new_tag else "0123456789") for r in logged)
+    assert_captures_bounded_and_counted(tmp_path / "captured" / "classify", len(load.answers))
+
+
+def assert_captures_bounded_and_counted(folder: Path, answered: int) -> None:
+    """Two workers captured every answered input into one folder: it stays within its bound, and every capture is
+    either kept or counted as dropped, once."""
+    from lifecycle.capture import capture_stats
+
+    stats = capture_stats(folder)
+    assert stats["mb"] <= CAPTURE_MB and stats["dropped"] > 0, stats
+    assert stats["files"] + stats["dropped"] == answered, (stats, answered)
 
 
 def test_sigterm_mid_load_answers_and_logs_every_accepted_request(server, own_server):

@@ -40,6 +40,9 @@ class ServingConfig(Strict):
     access_log: bool = Field(
         False, description="BentoML's access log line per request (the request log has every answered one)"
     )
+    workers: int = Field(
+        1, ge=1, description="service processes, each with every task's model and batcher (one per core at most)"
+    )
     shutdown_grace_seconds: float = Field(
         30, ge=0, description="on SIGTERM the service answers the requests it accepted for at most this long"
     )

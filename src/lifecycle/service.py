@@ -2,7 +2,7 @@
 
     bentoml serve lifecycle.service:Lifecycle --host 127.0.0.1 --port 3000      (or `make serve`)
 
-One process, one hop: the service parses and checks the upload, decodes it with the task's own `decode` and
+One hop per process (`serving.workers` processes share the port): the service parses and checks the upload, decodes it with the task's own `decode` and
 `prepare` (the evaluation transform) in a worker thread, and hands it to the task's micro-batcher, which merges
 the requests that arrive while a batch runs into the next `Predictor.infer` call (adaptive batching); then it
 answers and logs the request for monitoring. There is no internal HTTP call to fail or hang: a request beyond
@@ -150,7 +150,7 @@ def build_service(params_path: Path) -> Any:
     service = bentoml.service(
         name="lifecycle",
         service_class=LifecycleService,
-        workers=1,
+        workers=params.serving.workers,
         traffic={"timeout": 60},
         logging={"access": {"enabled": params.serving.access_log}},  # a line per request costs CPU per request
     )(bentoml.asgi_app(app)(cls))
