@@ -1,6 +1,8 @@
 """The monitor flow: a drift report of the production model's recent requests against its reference, published as
 a Prefect artifact; on drift it starts the retrain-<task> deployment with the reason (run_deployment, so the
-decision and the run it caused are linked in one place: this flow's log and the retraining run's parameters)."""
+decision and the run it caused are linked in one place: this flow's log and the retraining run's parameters), waits
+for it up to `monitoring.await_retrain_minutes` and fails if it did not complete, so that a crashed retraining is
+reported by the monitor run and its schedule, where the user looks."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
@@ -43,12 +46,13 @@ def monitor(task: str = "classify", root: str = ".") -> dict:
         key=f"{task}-drift", markdown=markdown(decision) + pages, description=f"{task}: drift decision"
     )
     print(f"{task}: {decision['status']}: {decision['reason']}")
-    if decision["drift"] and load_params(Path(root) / "params.yaml", only=[]).monitoring.retrain_on_drift:
+    cfg = load_params(Path(root) / "params.yaml", only=[]).monitoring
+    if decision["drift"] and cfg.retrain_on_drift:
         reason = f"drift detected by monitor: {decision['reason']}"
         try:
             run = run_deployment(
                 f"{RETRAIN_FLOW}/{retrain_deployment(task)}",
-                timeout=0,
+                timeout=cfg.await_retrain_minutes * 60,
                 parameters={"task": task, "root": root, "reason": reason, "record_versions": True},
             )
         except ObjectNotFound:
@@ -61,7 +65,20 @@ def monitor(task: str = "classify", root: str = ".") -> dict:
             raise
         get_run_logger().info("started %s (flow run %s): %s", retrain_deployment(task), run.name, reason)
         decision["retrain_flow_run"] = str(run.id)
+        if cfg.await_retrain_minutes > 0:
+            raise_unless_completed(run, retrain_deployment(task), cfg.await_retrain_minutes)
     return decision
+
+
+def raise_unless_completed(run: FlowRun, deployment: str, waited_minutes: float) -> None:
+    """A retraining that crashed, failed or never finished fails the monitor run that started it: that run (and its
+    deployment's schedule) is where a user looks, not the worker's log."""
+    state = run.state
+    if state is not None and state.is_completed():
+        return
+    name, message = (state.name, state.message or "") if state is not None else ("unknown", "")
+    still = "" if state is not None and state.is_final() else f" (still {name} after {waited_minutes:g} min)"
+    raise RuntimeError(f"{deployment} flow run {run.name} ({run.id}), started on drift, ended {name}{still}: {message}")
 
 
 def main() -> None:

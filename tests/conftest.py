@@ -242,6 +242,7 @@ def promoted_all(tmp_path_factory) -> dict[str, tuple[TaskPaths, dict, StoredMod
             "capture_inputs": True,
             "capture_rate": 1.0,
             "capture_dir": str(root / "data" / "captured"),
+            "await_retrain_minutes": 0.05,  # no worker runs deployments here: a monitor waits 3 s for its retraining
         },
     }
     params["classify"]["train"].update(epochs=4, batch_size=16)

@@ -286,7 +286,8 @@ def test_drift_found_by_monitor_starts_retrain_on_the_worker(team, retrained):
     assert list(sent) == ["200"], sent
     before = {r["id"] for r in team.runs_of("retrain-classify")}
 
-    proc = team.prefect("deployment", "run", "monitor/monitor-classify", "--watch", "--watch-timeout", "300")
+    # the monitor run waits for the retraining it starts (monitoring.await_retrain_minutes) and completes with it
+    proc = team.prefect("deployment", "run", "monitor/monitor-classify", "--watch", "--watch-timeout", "900")
     monitor_run = team.flow_run(run_id(proc.stdout))
     assert monitor_run["state"]["type"] == "COMPLETED" and monitor_run["work_pool_name"] == POOL
     started = [r for r in team.runs_of("retrain-classify") if r["id"] not in before]

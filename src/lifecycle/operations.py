@@ -95,6 +95,9 @@ class MonitoringConfig(Strict):
     cat_threshold: float | None = Field(None, gt=0)
     drift_share: DriftThresholds = Field(default_factory=DriftThresholds)
     retrain_on_drift: bool = Field(True, description="drift starts the retrain-<task> deployment")
+    await_retrain_minutes: float = Field(
+        180, ge=0, description="the monitor run waits this long for the retraining it started, and fails if that does"
+    )
     monitor_cron: str = Field("0 2 * * *", description="monitor-<task>: daily at 02:00 UTC")
     retrain_cron: str = Field("0 3 * * 1", description="retrain-<task>: weekly, Monday 03:00 UTC")
     commit_lock: bool = Field(True, description="a scheduled run commits dvc.lock naming the run and its reason")
