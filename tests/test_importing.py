@@ -75,6 +75,7 @@ def test_a_head_for_other_classes_is_refused(prepared, tiny_params, tmp_path):
     assert code == 2 and not prepared.model.exists()
 
 
+@pytest.mark.slow  # about 30 s: five CLI commands in a fresh process, an ONNX export
 def test_an_imported_candidate_is_evaluated_gated_promoted_and_used_for_batch_inference(
     prepared, tiny_params, tmp_path
 ):
