@@ -71,7 +71,7 @@ TINY_CLASSIFY: dict[str, Any] = {
     },
     "tune": {"enabled": False},  # DVC needs every section a stage lists; tests of tuning switch it on
     "evaluate": {"batch_size": 64},
-    "promote": {"min_delta": 0.0, "serving_check_samples": 16},
+    "promote": {"min_delta": 0.0, "serving_check_samples": 16, "export_onnx": False},  # export: tens of seconds
 }
 
 
@@ -107,7 +107,7 @@ TINY_OCR: dict[str, Any] = {
     },
     "tune": {"enabled": False},
     "evaluate": {"batch_size": 32},
-    "promote": {"min_delta": 0.0, "serving_check_samples": 8},
+    "promote": {"min_delta": 0.0, "serving_check_samples": 8, "export_onnx": False},
 }
 
 

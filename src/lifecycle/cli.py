@@ -149,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--task", required=True, help="a registered task, e.g. classify")
         sub.add_argument("--params", type=Path, default=Path("params.yaml"))
         sub.add_argument("--root", type=Path, default=Path("."), help="project root (default: current directory)")
+        if stage == "promote":
+            sub.add_argument(
+                "--candidate", help="a stored candidate's tag (from `lifecycle import`), evaluated on the test split"
+            )
     predict = commands.add_parser("predict", help="batch inference: predict every file of a folder")
     predict.add_argument("input_dir", type=Path)
     predict.add_argument("--task", required=True)
@@ -285,7 +289,13 @@ def main(argv: list[str] | None = None) -> int:
             task = build_task(args.task, load_params(args.params, only=[args.task]).task(args.task))
             result = import_model(task, TaskPaths(args.root.resolve(), args.task), args.arch, args.weights)
             print(json.dumps(result, indent=2))
-            print(f"next: lifecycle evaluate --task {args.task}; lifecycle promote --task {args.task}")
+            print(f"next: lifecycle promote --task {args.task} --candidate {result['candidate']}")
+        elif args.command == "promote" and args.candidate:
+            from lifecycle.stages.promote import promote
+
+            task = build_task(args.task, load_params(args.params, only=[args.task]).task(args.task))
+            decision = promote(task, TaskPaths(args.root.resolve(), args.task), candidate=args.candidate)
+            print(json.dumps(decision, indent=2, default=str))
         elif args.command == "check-params":
             print(f"{args.params}: ok, tasks {load_params(args.params).tasks}")
         else:

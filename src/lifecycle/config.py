@@ -257,6 +257,9 @@ class PromoteConfig(Strict):
     min_delta: float = Field(0.0, ge=0, description="required gain of the primary metric over production (0: any gain)")
     serving_check_samples: int = Field(32, ge=1, description="test inputs the served candidate must answer")
     tolerance: float = Field(1e-4, ge=0, description="largest confidence difference served vs offline")
+    export_onnx: bool = Field(
+        True, description="store the promoted model's ONNX export in its store version (where it exports)"
+    )
 
 
 TUNABLE_SECTIONS = ("model", "train")

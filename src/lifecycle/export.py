@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any, Literal
 
@@ -80,6 +81,8 @@ def export(model_file: Path, paths: TaskPaths, fmt: Format, out: Path) -> Path:
     """Write the model in `model_file` to `out` and its contract beside it; returns the contract's path. Raises
     NotExportable naming why when the model's graph cannot be exported."""
     task, model, _ = load_model(model_file)
+    if fmt == "onnx" and importlib.util.find_spec("onnxscript") is None:
+        raise NotExportable("ONNX export needs the onnx and onnxscript packages, which are not installed")
     inputs = example_inputs(task, paths)
     module = Exported(task.network, model).eval()
     try:

@@ -1,10 +1,14 @@
-"""Use an existing model directly: its architecture and weights, head included, stored as the task's candidate
-model, so that the evaluate and promote stages judge it exactly like a trained one."""
+"""Use an existing model directly: its architecture and weights, head included, stored as a candidate version of
+the task's model in the BentoML store; `lifecycle promote --candidate TAG` then evaluates it on the test split and
+gates it exactly like a trained one."""
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
+from lifecycle import registry
 from lifecycle.config import with_overrides
 from lifecycle.data import ManifestDataset, rows_of_split
 from lifecycle.models import save_model
@@ -14,8 +18,9 @@ from lifecycle.weights import read_weights
 
 
 def import_model(task: Task, paths: TaskPaths, arch: str, weights: str) -> dict[str, Any]:
-    """Write `weights` (a file or a torchvision weights name) for architecture `arch` as the candidate model at
-    `paths.model`; its head must already classify the task's classes. Returns what was imported."""
+    """Store `weights` (a file or a torchvision weights name) for architecture `arch` as a candidate version of the
+    task's model; its head must already classify the task's classes. Returns what was imported and its tag.
+    Normalisation comes from the weights, else params, else the training split (`paths`' split manifest)."""
     task = task.with_config(with_overrides(task.cfg, {"model.arch": arch, "model.weights": weights}))
     stored = read_weights(weights)
     classes = list(task.source.label_set() or [])
@@ -32,9 +37,12 @@ def import_model(task: Task, paths: TaskPaths, arch: str, weights: str) -> dict[
             f"import keeps the file's head, which must have one output per class of {classes}: {e}"
         ) from None
     info = {"imported_from": stored.origin, "initial_weights": report, "primary_metric": task.goal.metric}
-    save_model(paths.model, task, model.state_dict(), info)
+    with tempfile.TemporaryDirectory(prefix=f"lifecycle-import-{task.name}-") as tmp:
+        model_file = Path(tmp) / registry.MODEL_FILE
+        save_model(model_file, task, model.state_dict(), info)
+        candidate = registry.store_candidate(task.name, model_file, {"imported_from": stored.origin, "arch": arch})
     return {
-        "model": str(paths.model),
+        "candidate": candidate.tag,
         "arch": arch,
         **info,
         "normalize": task.cfg.model.model_dump(mode="json").get("normalize"),

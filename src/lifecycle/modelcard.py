@@ -43,10 +43,18 @@ Block = str | Table | Code  # a paragraph, a table, or preformatted text
 Section = tuple[str, list[Block]]
 
 
-def write_model_card(task: Task, paths: TaskPaths, decision: dict[str, Any], provenance: dict[str, Any]) -> Path:
-    """Write the card of the candidate `decision` is about, and copy it into its store version if it was stored."""
+def write_model_card(
+    task: Task,
+    paths: TaskPaths,
+    decision: dict[str, Any],
+    provenance: dict[str, Any],
+    evaluation: Path | None = None,
+    model_file: Path | None = None,
+) -> Path:
+    """Write the card of the candidate `decision` is about (evaluated in `evaluation`, by default the evaluate
+    stage's reports of the trained model), and copy it into its store version if it was stored."""
     title = f"{task.name} model {decision.get('stored_as') or '(not stored)'}"
-    sections = card_sections(task, paths, decision, provenance)
+    sections = card_sections(task, paths, decision, provenance, evaluation, model_file)
     md, html = markdown(title, sections), page(f"Model card: {title}", html_body(title, sections))
     write_text(paths.model_card, md)
     write_text(paths.model_card.with_suffix(".html"), html)
@@ -57,12 +65,19 @@ def write_model_card(task: Task, paths: TaskPaths, decision: dict[str, Any], pro
     return paths.model_card
 
 
-def card_sections(task: Task, paths: TaskPaths, decision: dict[str, Any], provenance: dict[str, Any]) -> list[Section]:
+def card_sections(
+    task: Task,
+    paths: TaskPaths,
+    decision: dict[str, Any],
+    provenance: dict[str, Any],
+    evaluation: Path | None = None,
+    model_file: Path | None = None,
+) -> list[Section]:
     text = task.spec.card
-    evaluate = paths.reports("evaluate")
+    evaluate = evaluation or paths.reports("evaluate")
     metrics = read_json(evaluate / "metrics.json")
     split = read_json(paths.reports("split") / "summary.json")
-    trained = load_model(paths.model)[0].cfg.model_dump(mode="json", by_alias=True)
+    trained = load_model(model_file or paths.model)[0].cfg.model_dump(mode="json", by_alias=True)
     return [
         ("What it does", [text.does if text else "(no description registered for this task)"]),
         ("Inputs", [text.inputs if text else "(not described)"]),

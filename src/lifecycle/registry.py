@@ -1,7 +1,8 @@
 """The production model registry: BentoML's model store, one model name per task, a `stage` label per version.
 
-Stages: `candidate` (stored, being checked), `production` (the one served), `archived` (a former production
-model, eligible for rollback), `rolled_back` (demoted by a rollback), `rejected` (failed its serving check).
+Stages: `candidate` (stored, being checked, or imported and waiting for `lifecycle promote --candidate`),
+`production` (the one served), `archived` (a former production model, eligible for rollback), `rolled_back` (demoted
+by a rollback), `rejected` (failed its gate or its serving check).
 Nothing is ever deleted. The store is BENTOML_HOME (the project's `.bentoml/` when run through make or the CLI).
 """
 
@@ -86,10 +87,19 @@ def store_candidate(task: str, model_file: Path, metadata: dict[str, Any], extra
 
 def set_labels(tag: str, **labels: str) -> StoredModel:
     """Update a stored version's labels, rewriting its model.yaml atomically."""
+    return _update_info(tag, "labels", labels)
+
+
+def set_metadata(tag: str, **metadata: Any) -> StoredModel:
+    """Add to (or replace entries of) a stored version's metadata, rewriting its model.yaml atomically."""
+    return _update_info(tag, "metadata", metadata)
+
+
+def _update_info(tag: str, key: str, values: dict[str, Any]) -> StoredModel:
     model = get(tag)
     info_file = model.path / "model.yaml"
     info = yaml.safe_load(info_file.read_text(encoding="utf-8"))
-    info["labels"] = {**(info.get("labels") or {}), **labels}
+    info[key] = {**(info.get(key) or {}), **values}
     write_text(info_file, yaml.safe_dump(info, sort_keys=False))
     return get(tag)
 

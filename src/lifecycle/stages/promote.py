@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,13 +16,14 @@ from typing import Any
 import yaml
 
 from lifecycle import registry
-from lifecycle.atomic import read_jsonl, write_json, write_text
+from lifecycle.atomic import read_jsonl, write_json, write_jsonl, write_text
 from lifecycle.config import ConfigError
 from lifecycle.data import rows_of_split
 from lifecycle.devices import resolve_device
+from lifecycle.export import NotExportable, export
 from lifecycle.modelcard import write_model_card
 from lifecycle.models import IncompatibleModel, load_model
-from lifecycle.monitoring import REFERENCE
+from lifecycle.monitoring import REFERENCE, write_test_reference
 from lifecycle.paths import TaskPaths
 from lifecycle.reporting import read_json
 from lifecycle.serving import Predictor
@@ -30,6 +32,7 @@ from lifecycle.stages.evaluate import metric_values, predict_rows
 from lifecycle.tasks import Task
 
 log = logging.getLogger(__name__)
+ONNX_FILE = "model.onnx"  # in the stored version, its contract beside it
 
 
 @dataclass
@@ -43,6 +46,8 @@ class Decision:
     production_metric: float | None = None
     serving_check: dict[str, Any] = field(default_factory=dict)
     stored_as: str | None = None
+    judged: str = ""  # the model file judged, or the tag of the stored candidate
+    onnx: str | None = None  # the ONNX export's file name in the stored version, when it could be exported
     notes: list[str] = field(default_factory=list)  # what the decision could not take into account, and why
 
 
@@ -68,11 +73,10 @@ def production_metric(task: Task, stored: registry.StoredModel, paths: TaskPaths
     return metric_values(model_task.source, values)[0][task.goal.metric]
 
 
-def serving_check(task: Task, stored: registry.StoredModel, paths: TaskPaths) -> dict[str, Any]:
-    """Load the stored candidate as the service does and compare its answers with the offline predictions."""
-    offline = {
-        row["sample_id"]: row["prediction"] for row in read_jsonl(paths.reports("evaluate") / "predictions.jsonl")
-    }
+def serving_check(task: Task, stored: registry.StoredModel, paths: TaskPaths, evaluation: Path) -> dict[str, Any]:
+    """Load the stored candidate as the service does and compare its answers with the offline predictions (the
+    `predictions.jsonl` of its evaluation)."""
+    offline = {row["sample_id"]: row["prediction"] for row in read_jsonl(evaluation / "predictions.jsonl")}
     rows = [r for r in rows_of_split(paths.split_manifest, "test") if r["sample_id"] in offline]
     sample = random.Random(0).sample(rows, min(task.cfg.promote.serving_check_samples, len(rows)))
     predictor = Predictor.from_store(stored, task.cfg.train.device)
@@ -100,8 +104,9 @@ def _same(a: Any, b: Any, tolerance: float) -> bool:
     return a == b
 
 
-def provenance(paths: TaskPaths) -> dict[str, Any]:
-    """DVC hashes of the data and model this candidate came from, and the git revision."""
+def provenance(paths: TaskPaths, imported: bool = False) -> dict[str, Any]:
+    """DVC hashes of the data and model this candidate came from, and the git revision. An imported model was
+    not made from this data: its model hash is unknown."""
     lock_file = paths.root / "dvc.lock"
     outs: dict[str, str] = {}
     if lock_file.exists():
@@ -112,7 +117,7 @@ def provenance(paths: TaskPaths) -> dict[str, Any]:
     dirty = subprocess.run(["git", "status", "--porcelain"], cwd=paths.root, capture_output=True, text=True)
     return {
         "dvc_data_md5": outs.get(relative["data"]),
-        "dvc_model_md5": outs.get(relative["model"]),
+        "dvc_model_md5": None if imported else outs.get(relative["model"]),
         "git_revision": git.stdout.strip() or None,
         "git_dirty": bool(dirty.stdout.strip()) if git.returncode == 0 else None,
     }
@@ -122,13 +127,87 @@ def run(task: Task, paths: TaskPaths) -> dict[str, Any]:
     return promote(task, paths)
 
 
-def promote(task: Task, paths: TaskPaths) -> dict[str, Any]:
-    metrics = read_json(paths.reports("evaluate") / "metrics.json")
+@dataclass(frozen=True)
+class Judged:
+    """The model a promotion judges: its file, its evaluation on the test split, and its store version if it is
+    already stored (an imported candidate)."""
+
+    model_file: Path
+    evaluation: Path
+    stored: registry.StoredModel | None = None
+
+
+def candidate_version(task: Task, tag: str) -> registry.StoredModel:
+    """The stored version `tag` (or `<task's model>:tag`) of the task's model, labeled candidate."""
+    from bentoml.exceptions import NotFound
+
+    name = registry.store_name(task.name)
+    full = tag if ":" in tag else f"{name}:{tag}"
+    if not full.startswith(f"{name}:"):
+        raise ValueError(f"{tag} is not a version of the {task.name} model ({name}); see `lifecycle models`")
+    try:
+        stored = registry.get(full)
+    except NotFound:
+        raise LookupError(f"no stored model {full}; `lifecycle models --task {task.name}` lists them") from None
+    if stored.stage != "candidate":
+        raise ValueError(
+            f"{full} is labeled {stored.stage or 'nothing'}: only a candidate can be promoted (import it again)"
+        )
+    return stored
+
+
+def evaluate_model(task: Task, paths: TaskPaths, model_file: Path, out_dir: Path) -> dict[str, Any]:
+    """The evaluate stage's outputs for any model file (a stored candidate): test metrics, predictions, per-class
+    metrics, the task's pictures and the drift reference, in `out_dir`."""
+    device = resolve_device(task.cfg.train.device)
+    model_task, model, _ = load_model(model_file, device)
+    rows = rows_of_split(paths.split_manifest, "test")
+    loss, values, predictions = predict_rows(model_task, model, rows, paths, device, task.cfg.evaluate.batch_size)
+    scalars, per_class = metric_values(model_task.source, values)
+    files = [paths.raw / row["path"] for row in rows]
+    extra = model_task.reports.report(predictions, [r["label"] for r in rows], files, out_dir / "figures", model)
+    pairs = zip(rows, predictions, strict=True)
+    write_jsonl(
+        out_dir / "predictions.jsonl",
+        ({"sample_id": r["sample_id"], "truth": r["label"], "prediction": p} for r, p in pairs),
+    )
+    write_json(out_dir / "per_class.json", per_class)
+    predictor = Predictor(model_task, model, device, tag="candidate")
+    write_test_reference(predictor, paths, task.cfg.evaluate.batch_size, out_dir / REFERENCE)
+    metrics = {**scalars, **extra, "loss": loss, "test_samples": len(rows), "primary_metric": task.goal.metric}
+    write_json(out_dir / "metrics.json", metrics)
+    return metrics
+
+
+def store_onnx(task: Task, stored: registry.StoredModel, paths: TaskPaths) -> tuple[str | None, str | None]:
+    """Write the ONNX export (and its contract) into the stored version: (file name, None), or (None, why not)."""
+    if not task.cfg.promote.export_onnx:
+        return None, f"not exported as ONNX: {task.name}.promote.export_onnx is false"
+    if "onnx" not in task.spec.capabilities:
+        return None, f"not exported as ONNX: the {task.name} task has no ONNX export (`lifecycle tasks` lists them)"
+    try:
+        export(stored.model_file, paths, "onnx", stored.path / ONNX_FILE)
+    except NotExportable as e:
+        return None, f"not exported as ONNX: {e}"
+    return ONNX_FILE, None
+
+
+def promote(task: Task, paths: TaskPaths, candidate: str | None = None) -> dict[str, Any]:
+    """Gate the trained model (models/<task>/model.pt, judged by the evaluate stage) or, with `candidate`, a stored
+    candidate version (`lifecycle import`), evaluated here on the same test split; promote it if it passes."""
+    if candidate is None:
+        judged = Judged(paths.model, paths.reports("evaluate"))
+    else:
+        stored = candidate_version(task, candidate)
+        judged = Judged(stored.model_file, paths.reports("promote") / "candidate", stored)
+        evaluate_model(task, paths, judged.model_file, judged.evaluation)
+    metrics = read_json(judged.evaluation / "metrics.json")
     if not metrics:
-        raise FileNotFoundError(f"{paths.reports('evaluate') / 'metrics.json'}: run the evaluate stage first")
+        raise FileNotFoundError(f"{judged.evaluation / 'metrics.json'}: run the evaluate stage first")
     primary = task.goal.metric
     candidate_metric = metrics[primary]
     decision = Decision(task.name, False, candidate={k: v for k, v in metrics.items() if isinstance(v, float)})
+    decision.judged = str(judged.model_file if judged.stored is None else judged.stored.tag)
     decision.reasons += threshold_failures(task, metrics)
 
     current = registry.production(task.name)
@@ -147,19 +226,14 @@ def promote(task: Task, paths: TaskPaths) -> dict[str, Any]:
                 f"({decision.production_metric:.4f} on the same test set) by the required {task.cfg.promote.min_delta}"
             )
 
+    origin = provenance(paths, imported=judged.stored is not None)
     if not decision.reasons:
-        # BentoML metadata takes no nulls: the params travel as JSON text, unknown provenance as "".
-        trained = load_model(paths.model)[0].cfg  # params.yaml with the tuned values the model was trained with
-        info = {
-            "metrics": decision.candidate,
-            "params": json.dumps(trained.model_dump(mode="json", by_alias=True)),
-            **{k: "" if v is None else v for k, v in provenance(paths).items()},
-        }
-        reference = paths.reports("evaluate") / REFERENCE
-        stored = registry.store_candidate(task.name, paths.model, info, (reference,) if reference.exists() else ())
+        stored = store_judged(task, judged, decision, origin)
         decision.stored_as = stored.tag
-        decision.serving_check = serving_check(task, stored, paths)
+        decision.serving_check = serving_check(task, stored, paths, judged.evaluation)
         if decision.serving_check["passed"]:
+            decision.onnx, why_not = store_onnx(task, stored, paths)
+            decision.notes += [why_not] if why_not else []
             registry.make_production(task.name, stored.tag)
             decision.promoted = True
         else:
@@ -168,11 +242,32 @@ def promote(task: Task, paths: TaskPaths) -> dict[str, Any]:
                 f"serving check failed: {decision.serving_check['mismatch_count']} of "
                 f"{decision.serving_check['checked']} answers differ from offline evaluation"
             )
+    elif judged.stored is not None:  # an imported candidate that failed its gate stays in the store, rejected
+        decision.stored_as = registry.set_labels(judged.stored.tag, **{registry.STAGE: "rejected"}).tag
     decision.summary = summarize(decision, primary, candidate_metric)
     write_report(decision, paths.reports("promote"))
-    write_model_card(task, paths, asdict(decision), provenance(paths))
+    write_model_card(task, paths, asdict(decision), origin, judged.evaluation, judged.model_file)
     rebuild_site(paths.root)
     return asdict(decision)
+
+
+def store_judged(task: Task, judged: Judged, decision: Decision, origin: dict[str, Any]) -> registry.StoredModel:
+    """The judged model as a store version with its test metrics, params, provenance and drift reference: a
+    trained model is stored now; an imported candidate, already stored, gets them added."""
+    # BentoML metadata takes no nulls: the params travel as JSON text, unknown provenance as "".
+    trained = load_model(judged.model_file)[0].cfg  # the config (with tuned values) the model was made with
+    info = {
+        "metrics": decision.candidate,
+        "params": json.dumps(trained.model_dump(mode="json", by_alias=True)),
+        **{k: "" if v is None else v for k, v in origin.items()},
+    }
+    reference = judged.evaluation / REFERENCE
+    extra = (reference,) if reference.exists() else ()
+    if judged.stored is None:
+        return registry.store_candidate(task.name, judged.model_file, info, extra)
+    for path in extra:
+        shutil.copyfile(path, judged.stored.path / path.name)
+    return registry.set_metadata(judged.stored.tag, **info)
 
 
 def summarize(decision: Decision, primary: str, candidate_metric: float) -> str:
@@ -210,8 +305,10 @@ def write_report(decision: Decision, out_dir: Path) -> None:
             if decision.production_metric is not None
             else ""
         ),
+        f"Judged: {decision.judged}",
         f"Serving check: {'passed' if check.get('passed') else 'failed' if check else 'not run'}"
         + (f", {check['checked']} inputs, {check['mismatch_count']} mismatches" if check else ""),
+        *([f"ONNX export stored in the version: {decision.onnx}"] if decision.onnx else []),
         *(f"Note: {note}" for note in decision.notes),
     ]
     write_text(out_dir / "decision.md", "\n".join(lines) + "\n")

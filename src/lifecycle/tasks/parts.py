@@ -336,7 +336,7 @@ class TaskSpec:
     goal: Goal
     schemas: Schemas
     build_parts: Callable[[Any], Parts]
-    capabilities: frozenset[str] = frozenset()  # e.g. labeling, masks, streaming, variable_size
+    capabilities: frozenset[str] = frozenset()  # e.g. labeling, masks, onnx, streaming, variable_size
     card: ModelCardText | None = None  # what the model does, for which inputs, and its known limits
 
     def configure(self, cfg: Any) -> Task:

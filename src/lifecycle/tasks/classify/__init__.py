@@ -41,7 +41,7 @@ SPEC = register_task(
         goal=Goal("accuracy", higher_is_better=True),
         schemas=Schemas(collect=ClassifyCollect, model=ClassifyModel),
         build_parts=parts,
-        capabilities=frozenset({"labeling"}),
+        capabilities=frozenset({"labeling", "onnx"}),
         card=ModelCardText(
             does="Names the digit in an image (0-9) with a confidence and its top-k alternatives.",
             inputs=(

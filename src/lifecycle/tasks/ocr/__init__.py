@@ -58,7 +58,7 @@ SPEC = register_task(
         goal=Goal("cer", higher_is_better=False),
         schemas=Schemas(collect=OcrCollect, model=OcrModel),
         build_parts=parts,
-        capabilities=frozenset({"labeling", "variable_size"}),
+        capabilities=frozenset({"labeling", "onnx", "variable_size"}),
         card=ModelCardText(
             does="Reads the text of one line image: the string and a confidence.",
             inputs="One image of a single horizontal line of text (any format Pillow reads), scaled to 32 px high.",
