@@ -34,8 +34,8 @@ def chromium() -> str:
     pytest.skip(reason)
 
 
-def rendered(page: Path, profile: Path) -> str:
-    """The DOM after the page's scripts ran (Evidently draws its tables in React), offline: file:// only."""
+def rendered(page: Path | str, profile: Path) -> str:
+    """The DOM after the page's scripts ran (Evidently draws its tables in React): a file, offline, or a URL."""
     cmd = [
         chromium(),
         "--headless",
@@ -45,7 +45,7 @@ def rendered(page: Path, profile: Path) -> str:
         f"--user-data-dir={profile}",
         "--virtual-time-budget=5000",
         "--dump-dom",
-        page.resolve().as_uri(),
+        page if isinstance(page, str) else page.resolve().as_uri(),
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "</html>" in done.stdout, done.stderr[-2000:]
@@ -133,3 +133,12 @@ def test_reports_render_offline_in_chromium(promoted, server, tmp_path):
     os.umask(umask)
     assert stat.S_IMODE(report.stat().st_mode) == 0o666 & ~umask, "a teammate can open the drift report"
     assert_offline(reports)
+
+
+def test_the_service_page_lists_every_task_endpoint_in_chromium(server, promoted_all, tmp_path):
+    """The Swagger page at / as a browser renders it: each task's route is listed as an operation one can try."""
+    dom = rendered(f"{server.url}/", tmp_path / "profile")
+    routes = {"/classify", "/detect", "/read_text", "/transcribe"}
+    listed = set(re.findall(r'data-path="(/[a-z_]+)"', dom))
+    assert routes <= listed, sorted(listed)
+    assert len(re.findall(r'class="opblock opblock-post', dom)) == len(routes), "each a POST operation to try"
