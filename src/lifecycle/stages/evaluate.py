@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -95,14 +96,18 @@ def run(task: Task, paths: TaskPaths) -> dict[str, Any]:
     return evaluate(task, paths)
 
 
-def evaluate(task: Task, paths: TaskPaths) -> dict[str, Any]:
+def evaluate(
+    task: Task, paths: TaskPaths, model_file: Path | None = None, out_dir: Path | None = None
+) -> dict[str, Any]:
+    """The trained model's (or another model file's, such as a stored candidate's) test metrics, predictions,
+    per-class and per-group metrics, pictures and drift reference, under reports/<task>/evaluate (or `out_dir`)."""
     device = resolve_device(task.cfg.train.device)
     # The model file carries the task config it was trained with: its preprocessing is the one to use.
-    model_task, model, _ = load_model(paths.model, device)
+    model_task, model, _ = load_model(model_file or paths.model, device)
     rows = rows_of_split(paths.split_manifest, "test")
     loss, values, predictions = predict_rows(model_task, model, rows, paths, device, task.cfg.evaluate.batch_size)
     scalars, per_class = metric_values(model_task.source, values)
-    out_dir = paths.reports("evaluate")
+    out_dir = out_dir or paths.reports("evaluate")
     extra = model_task.reports.report(
         predictions,
         [row["label"] for row in rows],

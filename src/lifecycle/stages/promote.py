@@ -16,19 +16,19 @@ from typing import Any
 import yaml
 
 from lifecycle import registry
-from lifecycle.atomic import read_jsonl, write_json, write_jsonl, write_text
+from lifecycle.atomic import read_jsonl, write_json, write_text
 from lifecycle.config import ConfigError
 from lifecycle.data import rows_of_split
 from lifecycle.devices import resolve_device
 from lifecycle.export import NotExportable, export
 from lifecycle.modelcard import write_model_card
 from lifecycle.models import IncompatibleModel, load_model
-from lifecycle.monitoring import REFERENCE, write_test_reference
+from lifecycle.monitoring import REFERENCE
 from lifecycle.paths import TaskPaths
 from lifecycle.reporting import read_json
 from lifecycle.serving import Predictor
 from lifecycle.site import rebuild as rebuild_site
-from lifecycle.stages.evaluate import metric_values, predict_rows
+from lifecycle.stages.evaluate import evaluate, metric_values, predict_rows
 from lifecycle.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -156,29 +156,6 @@ def candidate_version(task: Task, tag: str) -> registry.StoredModel:
     return stored
 
 
-def evaluate_model(task: Task, paths: TaskPaths, model_file: Path, out_dir: Path) -> dict[str, Any]:
-    """The evaluate stage's outputs for any model file (a stored candidate): test metrics, predictions, per-class
-    metrics, the task's pictures and the drift reference, in `out_dir`."""
-    device = resolve_device(task.cfg.train.device)
-    model_task, model, _ = load_model(model_file, device)
-    rows = rows_of_split(paths.split_manifest, "test")
-    loss, values, predictions = predict_rows(model_task, model, rows, paths, device, task.cfg.evaluate.batch_size)
-    scalars, per_class = metric_values(model_task.source, values)
-    files = [paths.raw / row["path"] for row in rows]
-    extra = model_task.reports.report(predictions, [r["label"] for r in rows], files, out_dir / "figures", model)
-    pairs = zip(rows, predictions, strict=True)
-    write_jsonl(
-        out_dir / "predictions.jsonl",
-        ({"sample_id": r["sample_id"], "truth": r["label"], "prediction": p} for r, p in pairs),
-    )
-    write_json(out_dir / "per_class.json", per_class)
-    predictor = Predictor(model_task, model, device, tag="candidate")
-    write_test_reference(predictor, paths, task.cfg.evaluate.batch_size, out_dir / REFERENCE)
-    metrics = {**scalars, **extra, "loss": loss, "test_samples": len(rows), "primary_metric": task.goal.metric}
-    write_json(out_dir / "metrics.json", metrics)
-    return metrics
-
-
 def store_onnx(task: Task, stored: registry.StoredModel, paths: TaskPaths) -> tuple[str | None, str | None]:
     """Write the ONNX export (and its contract) into the stored version: (file name, None), or (None, why not)."""
     if not task.cfg.promote.export_onnx:
@@ -200,7 +177,7 @@ def promote(task: Task, paths: TaskPaths, candidate: str | None = None) -> dict[
     else:
         stored = candidate_version(task, candidate)
         judged = Judged(stored.model_file, paths.reports("promote") / "candidate", stored)
-        evaluate_model(task, paths, judged.model_file, judged.evaluation)
+        evaluate(task, paths, judged.model_file, judged.evaluation)
     metrics = read_json(judged.evaluation / "metrics.json")
     if not metrics:
         raise FileNotFoundError(f"{judged.evaluation / 'metrics.json'}: run the evaluate stage first")
