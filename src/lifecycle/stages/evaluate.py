@@ -15,6 +15,7 @@ from lifecycle.models import load_model
 from lifecycle.monitoring import REFERENCE, write_test_reference
 from lifecycle.paths import TaskPaths
 from lifecycle.serving import Predictor
+from lifecycle.stages.robustness import robustness_metrics
 from lifecycle.tasks import Task
 from lifecycle.tasks.parts import Source
 from lifecycle.trainer import AmpStep, run_eval
@@ -75,6 +76,11 @@ def evaluate(task: Task, paths: TaskPaths) -> dict[str, Any]:
         model,
     )
     metrics = {**scalars, **extra, "loss": loss, "test_samples": len(rows), "primary_metric": task.goal.metric}
+    held_out, held_out_per_class = robustness_metrics(
+        model_task, model, rows, paths, device, task.cfg.evaluate.batch_size
+    )
+    metrics.update(held_out)
+    per_class.update(held_out_per_class)
     write_jsonl(
         out_dir / "predictions.jsonl",
         (
