@@ -108,7 +108,9 @@ def test_aspect_ratio_is_kept_by_crop_and_by_pad():
 def test_ink_framing_fits_the_strokes_box_in_20_of_28_and_centres_their_mass():
     image = torch.zeros(1, 60, 90, dtype=torch.uint8)
     image[:, 5:45, 60:70] = 255  # a 40x10 bar, off-centre
-    framed = to_square(image, 28, "ink")[0].float()
+    framed_image = to_square(image, 28, "ink")
+    assert torch.equal(to_square(framed_image, 28, "ink"), framed_image), "a framed digit is left as it is"
+    framed = framed_image[0].float()
     rows, cols = (framed > 127).any(dim=1).sum(), (framed > 127).any(dim=0).sum()
     assert framed.shape == (28, 28) and 19 <= int(rows) <= 21 and 4 <= int(cols) <= 6
     centre = [float((framed.sum(dim=d) * torch.arange(28)).sum() / framed.sum()) for d in (1, 0)]

@@ -34,7 +34,8 @@ def light_on_dark(image: torch.Tensor) -> torch.Tensor:
 
 def frame_ink(image: torch.Tensor, size: int) -> torch.Tensor:
     """A uint8 CxHxW image of light strokes as CxSxS: scaled so the ink's box fits INK_SHARE of S with its aspect
-    kept, and moved so the ink's centre of mass is the centre (MNIST's own preparation of its digits)."""
+    kept, and moved so the ink's centre of mass is the centre (MNIST's own preparation of its digits). An SxS image
+    whose box is already within a pixel of that size is left as it is."""
     grey = image.float().mean(dim=0)
     background, peak = float(border(grey).median()), float(grey.max())
     level = background + INK_LEVEL * (peak - background)
@@ -42,6 +43,8 @@ def frame_ink(image: torch.Tensor, size: int) -> torch.Tensor:
     if len(rows) == 0:
         return to_square(image, size, "pad")
     extent = max(int(rows.max() - rows.min()), int(cols.max() - cols.min())) + 1
+    if tuple(image.shape[-2:]) == (size, size) and abs(extent - size * INK_SHARE) <= 1:
+        return image  # already framed (MNIST's own digits): shifting it by a rounded pixel would only lose detail
     scale = size * INK_SHARE / extent
     h, w = image.shape[-2:]
     image = TF.resize(image, [max(1, round(h * scale)), max(1, round(w * scale))], antialias=True)
