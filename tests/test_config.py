@@ -36,6 +36,18 @@ def test_repository_params_are_valid():
             lambda p: p["classify"]["train"].update(augment=[{"name": "RandomAffine", "args": {"degree": 3}}]),
             "classify.train.augment[0]: Value error, RandomAffine({'degree': 3}) cannot be built",
         ),
+        (lambda p: p["classify"]["split"].update(robustness="wobble"), "classify.split.robustness: Input should be"),
+        (lambda p: p["classify"]["model"].update(augment={"blur": 2}), "classify.model.augment.blur: Input should be"),
+        (
+            lambda p: p["classify"].update(split={"robustness": "blur"}, model={"augment": {"blur": 0.5}}),
+            "classify: Value error, split.robustness: 'blur' is applied in training by model.augment.blur",
+        ),
+        (
+            lambda p: p["classify"].update(
+                split={"robustness": "blur"}, train={"augment": [{"name": "GaussianBlur", "args": {"kernel_size": 3}}]}
+            ),
+            "split.robustness: 'blur' is applied in training by train.augment[0] (GaussianBlur)",
+        ),
         (
             lambda p: p["classify"]["train"].update(distributed={"nproc_per_node": 0}),
             "classify.train.distributed.nproc_per_node: Input should be greater than or equal to 1",

@@ -17,6 +17,8 @@ from lifecycle.stages.train import train
 
 
 def test_train_then_evaluate_writes_model_metrics_and_pictures(prepared, tiny_params):
+    tiny_params["classify"]["split"]["robustness"] = "thickness"  # held out of training, measured by evaluate
+    tiny_params["classify"]["model"]["augment"] = {"elastic": 0.5}
     task = make_task(tiny_params)
     summary = train(task, prepared)
     assert summary["epochs_run"] == 2 and summary["precision"] in ("fp32", "bf16")
@@ -39,6 +41,9 @@ def test_train_then_evaluate_writes_model_metrics_and_pictures(prepared, tiny_pa
     assert 0 <= metrics["macro_f1"] <= 1
     per_class = json.loads((prepared.reports("evaluate") / "per_class.json").read_text())
     assert set(per_class["accuracy"]) == {str(d) for d in range(10)}
+    assert metrics["robustness_family"] == "thickness" and 0 <= metrics["robustness_accuracy"] <= 1
+    assert metrics["robustness_loss"] != pytest.approx(metrics["loss"]), "the test split, distorted"
+    assert set(per_class["robustness_accuracy"]) == {str(d) for d in range(10)}
     figures = prepared.reports("evaluate") / "figures"
     assert (figures / "confusion.png").exists()
     assert (figures / "confusion.csv").read_text().splitlines()[0] == "actual,predicted"

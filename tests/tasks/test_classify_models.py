@@ -1,5 +1,6 @@
 """classify with torchvision's architectures: which builders take which inputs, one learning step each, RGB kept
-RGB, aspect ratio kept, and normalisation statistics from the data."""
+RGB, aspect ratio kept, ink framing and polarity, the held-out distortion family, and normalisation statistics
+from the data."""
 
 import io
 
@@ -10,7 +11,8 @@ from PIL import Image
 from pydantic import ValidationError
 
 from conftest import make_task
-from lifecycle.tasks.classify.codec import channel_statistics, to_square
+from lifecycle.distortions import RandomDistortions
+from lifecycle.tasks.classify.codec import channel_statistics, light_on_dark, to_square
 from lifecycle.tasks.classify.config import ClassifyModel
 from lifecycle.trainer import build_optimizer
 from lifecycle.zoo import classification_builders
@@ -101,6 +103,39 @@ def test_aspect_ratio_is_kept_by_crop_and_by_pad():
     assert padded.shape == (1, 20, 20) and int(padded[0, :5].max()) == 0 and int(padded[0, 15:].max()) == 0
     rows, cols = (padded[0] > 127).any(dim=1).sum(), (padded[0] > 127).any(dim=0).sum()
     assert 5 <= int(rows) <= 6 and 5 <= int(cols) <= 6, "squashed, the square would be 5 high and 2-3 wide"
+
+
+def test_ink_framing_fits_the_strokes_box_in_20_of_28_and_centres_their_mass():
+    image = torch.zeros(1, 60, 90, dtype=torch.uint8)
+    image[:, 5:45, 60:70] = 255  # a 40x10 bar, off-centre
+    framed_image = to_square(image, 28, "ink")
+    assert torch.equal(to_square(framed_image, 28, "ink"), framed_image), "a framed digit is left as it is"
+    framed = framed_image[0].float()
+    rows, cols = (framed > 127).any(dim=1).sum(), (framed > 127).any(dim=0).sum()
+    assert framed.shape == (28, 28) and 19 <= int(rows) <= 21 and 4 <= int(cols) <= 6
+    centre = [float((framed.sum(dim=d) * torch.arange(28)).sum() / framed.sum()) for d in (1, 0)]
+    assert centre == pytest.approx([13.5, 13.5], abs=0.6)
+
+
+def test_polarity_auto_turns_dark_strokes_on_light_into_light_on_dark():
+    scan = torch.full((1, 20, 20), 230, dtype=torch.uint8)
+    scan[:, 4:16, 9:11] = 20
+    assert torch.equal(light_on_dark(scan), 255 - scan)
+    assert torch.equal(light_on_dark(255 - scan), 255 - scan), "MNIST's polarity is kept"
+
+
+def test_the_held_out_family_distorts_evaluation_inputs_and_no_training_input():
+    params = tiny_params("builtin", 1)
+    params["classify"].update(split={"robustness": "thickness"})
+    params["classify"]["model"]["augment"] = {"blur": 0.5, "thickness": 0.0}
+    codec = make_task(params).codec
+    steps = codec.transform(train=True).augment.transforms
+    assert [s.probabilities for s in steps if isinstance(s, RandomDistortions)] == [{"blur": 0.5}]
+    assert codec.transform(train=False).augment is None
+    family, distort = codec.held_out_distortion()
+    image = torch.zeros(1, 12, 12, dtype=torch.uint8)
+    image[:, 2:10, 5:7] = 255
+    assert family == "thickness" and not torch.equal(distort(image, torch.Generator().manual_seed(0)), image)
 
 
 def test_statistics_are_those_of_all_pixels_of_images_of_any_size():

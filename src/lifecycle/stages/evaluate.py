@@ -17,6 +17,7 @@ from lifecycle.models import load_model
 from lifecycle.monitoring import REFERENCE, write_test_reference
 from lifecycle.paths import TaskPaths
 from lifecycle.serving import Predictor
+from lifecycle.stages.robustness import robustness_metrics
 from lifecycle.tasks import Task
 from lifecycle.tasks.parts import Source
 from lifecycle.trainer import AmpStep, run_eval
@@ -116,14 +117,19 @@ def evaluate(
         model,
     )
     groups, unseen = group_metrics(model_task, model, rows, paths, device)
+    held_out, held_out_per_class = robustness_metrics(
+        model_task, model, rows, paths, device, task.cfg.evaluate.batch_size
+    )
     metrics = {
         **scalars,
         **unseen,
+        **held_out,
         **extra,
         "loss": loss,
         "test_samples": len(rows),
         "primary_metric": task.goal.metric,
     }
+    per_class.update(held_out_per_class)
     write_jsonl(
         out_dir / "predictions.jsonl",
         (

@@ -12,7 +12,6 @@ from pydantic import BaseModel, Field, create_model, model_validator
 from lifecycle.config import (
     EvaluateConfig,
     PromoteConfig,
-    SplitConfig,
     Strict,
     TrainConfig,
     TuneConfig,
@@ -72,8 +71,8 @@ def capabilities() -> dict[str, list[str]]:
 
 @cache
 def section_schema(name: str) -> type[BaseModel]:
-    """The schema of one task's section of params.yaml: its own collect, validate and model settings plus the
-    generic stages."""
+    """The schema of one task's section of params.yaml: its own collect, validate, split and model settings plus
+    the generic stages."""
     schemas = get_task(name).schemas
     collect, model, validate = schemas.collect, schemas.model, schemas.validate
     return create_model(
@@ -81,14 +80,17 @@ def section_schema(name: str) -> type[BaseModel]:
         __base__=Strict,
         collect=(collect, Field(default_factory=collect)),
         validation=(validate, Field(default_factory=validate, alias="validate")),
-        split=(SplitConfig, Field(default_factory=SplitConfig)),
+        split=(schemas.split, Field(default_factory=schemas.split)),
         model=(model, Field(default_factory=model)),
         train=(TrainConfig, Field(default_factory=TrainConfig)),
         tune=(TuneConfig, Field(default_factory=TuneConfig)),
         evaluate=(EvaluateConfig, Field(default_factory=EvaluateConfig)),
         promote=(PromoteConfig, Field(default_factory=PromoteConfig)),
         serve=(ServeConfig, Field(default_factory=ServeConfig)),
-        __validators__={"_space_keys": cast(Any, model_validator(mode="after")(check_search_space))},
+        __validators__={
+            "_space_keys": cast(Any, model_validator(mode="after")(check_search_space)),
+            **({"_task_check": cast(Any, model_validator(mode="after")(schemas.check))} if schemas.check else {}),
+        },
     )
 
 

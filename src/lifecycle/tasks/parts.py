@@ -17,7 +17,7 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from lifecycle.config import ValidateConfig
+from lifecycle.config import SplitConfig, ValidateConfig
 from lifecycle.samples import Batch, InvalidInput, Label, RawSample, Rejected
 
 if TYPE_CHECKING:
@@ -197,8 +197,7 @@ class Outputs(Part):
 
 
 class Monitoring(Part):
-    """What drift monitoring compares: per-input descriptors and prediction columns; and the ways production
-    inputs drift, for traffic demonstrations."""
+    """What drift monitoring compares (input descriptors, prediction columns); how inputs drift, for demos."""
 
     shifts: ClassVar[tuple[str, ...]] = ("none",)
 
@@ -249,8 +248,7 @@ class Labeling(Part):
 
 
 class Landing(NamedTuple):
-    """A labeled sample on its way to the landing zone: its file name there (content hash + suffix), its bytes,
-    its label."""
+    """A labeled sample on its way to the landing zone: its file name there (content hash + suffix), bytes, label."""
 
     name: str
     data: bytes
@@ -311,11 +309,13 @@ class Goal:
 
 @dataclass(frozen=True)
 class Schemas:
-    """The task's own config sections; the generic ones (split, train, tune, ...) are the same for every task."""
+    """The task's own config sections; the generic ones (train, tune, ...) are the same for every task."""
 
     collect: type[BaseModel]
     model: type[BaseModel]
     validate: type[ValidateConfig] = ValidateConfig
+    split: type[SplitConfig] = SplitConfig
+    check: Callable[[Any], Any] | None = None  # validates the whole section, where one section constrains another
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,12 @@ from typing import Any
 
 from lifecycle.tasks import register_task
 from lifecycle.tasks.classify.codec import ClassifyCodec
-from lifecycle.tasks.classify.config import ClassifyCollect, ClassifyModel
+from lifecycle.tasks.classify.config import (
+    ClassifyCollect,
+    ClassifyModel,
+    ClassifySplit,
+    held_out_family_is_never_trained,
+)
 from lifecycle.tasks.classify.labeling import ClassifyLabeling
 from lifecycle.tasks.classify.network import ClassifyNetwork
 from lifecycle.tasks.classify.outputs import ClassifyOutputs
@@ -39,14 +44,17 @@ SPEC = register_task(
         name="classify",
         endpoint="classify",
         goal=Goal("accuracy", higher_is_better=True),
-        schemas=Schemas(collect=ClassifyCollect, model=ClassifyModel),
+        schemas=Schemas(
+            collect=ClassifyCollect, model=ClassifyModel, split=ClassifySplit, check=held_out_family_is_never_trained
+        ),
         build_parts=parts,
         capabilities=frozenset({"labeling", "onnx"}),
         card=ModelCardText(
             does="Names the digit in an image (0-9) with a confidence and its top-k alternatives.",
             inputs=(
-                "One image of a single centred handwritten digit (any format Pillow reads; converted to grayscale and "
-                "resized to the model input size)."
+                "One image of a single handwritten digit (any format Pillow reads; converted to grayscale, to light "
+                "strokes on dark when model.polarity is auto, and resized to the model input size or, with "
+                "model.resize ink, framed by its strokes as MNIST's digits were)."
             ),
             known_limits=(
                 (
@@ -54,6 +62,8 @@ SPEC = register_task(
                     "landing zone): never on photographs, printed digits, several digits in one image or anything that"
                     " is not a digit, which it still names as one of 0-9."
                 ),
+                "With model.resize ink the brightest marks decide the framing: specks, ruled lines or borders as "
+                "bright as the strokes shift and shrink the digit.",
                 "The confidence is the softmax probability: it is not calibrated on data unlike the training set.",
             ),
         ),

@@ -1,9 +1,10 @@
-"""classify's inputs: any image as grey or RGB, resized with its aspect ratio kept to the model's square input,
-and normalised with the model's own statistics."""
+"""classify's inputs: any image as grey or RGB, optionally turned to light strokes on dark, resized with its
+aspect ratio kept to the model's square input (or framed by its ink, as MNIST was), and normalised with the model's
+own statistics."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,15 +12,61 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from lifecycle.distortions import RandomDistortions, distort
 from lifecycle.imaging import decode_gray, decode_rgb
 from lifecycle.samples import Label
 from lifecycle.tasks.parts import Codec
 from lifecycle.weights import read_weights
 
+INK_SHARE = 20 / 28  # MNIST: the digit's box is 20 of the image's 28 pixels
+INK_LEVEL = 0.4  # ink: pixels above the background (the border's median) by this share of the way to the brightest
+
+
+def border(grey: torch.Tensor) -> torch.Tensor:
+    return torch.cat([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+
+
+def light_on_dark(image: torch.Tensor) -> torch.Tensor:
+    """A uint8 CxHxW image inverted when its border is lighter than its mean (dark strokes on a light ground)."""
+    grey = image.float().mean(dim=0)
+    return 255 - image if float(border(grey).mean()) > float(grey.mean()) else image
+
+
+def frame_ink(image: torch.Tensor, size: int) -> torch.Tensor:
+    """A uint8 CxHxW image of light strokes as CxSxS: scaled so the ink's box fits INK_SHARE of S with its aspect
+    kept, and moved so the ink's centre of mass is the centre (MNIST's own preparation of its digits). An SxS image
+    whose box is already within a pixel of that size is left as it is."""
+    grey = image.float().mean(dim=0)
+    background, peak = float(border(grey).median()), float(grey.max())
+    level = background + INK_LEVEL * (peak - background)
+    rows, cols = torch.nonzero(grey > level, as_tuple=True)
+    if len(rows) == 0:
+        return to_square(image, size, "pad")
+    extent = max(int(rows.max() - rows.min()), int(cols.max() - cols.min())) + 1
+    if tuple(image.shape[-2:]) == (size, size) and abs(extent - size * INK_SHARE) <= 1:
+        return image  # already framed (MNIST's own digits): shifting it by a rounded pixel would only lose detail
+    scale = size * INK_SHARE / extent
+    h, w = image.shape[-2:]
+    image = TF.resize(image, [max(1, round(h * scale)), max(1, round(w * scale))], antialias=True)
+    ink = (image.float().mean(dim=0) - level).clamp_min(0)
+    mass = ink.sum().clamp_min(1e-6)
+    cy = float((ink.sum(dim=1) * torch.arange(ink.shape[0])).sum() / mass)
+    cx = float((ink.sum(dim=0) * torch.arange(ink.shape[1])).sum() / mass)
+    top, left = round(size / 2 - 0.5 - cy), round(size / 2 - 0.5 - cx)
+    canvas = torch.full((image.shape[0], size, size), round(background), dtype=image.dtype)
+    y0, x0 = max(0, top), max(0, left)
+    y1, x1 = min(size, top + image.shape[-2]), min(size, left + image.shape[-1])
+    if y1 > y0 and x1 > x0:
+        canvas[:, y0:y1, x0:x1] = image[:, y0 - top : y1 - top, x0 - left : x1 - left]
+    return canvas
+
 
 def to_square(image: torch.Tensor, size: int, mode: str) -> torch.Tensor:
     """A uint8 CxHxW image as CxSxS with its aspect ratio kept: the short side resized to S and the long side
-    centre-cropped (`crop`), or the long side resized to S and the short side padded with black (`pad`)."""
+    centre-cropped (`crop`), the long side resized to S and the short side padded with black (`pad`), or the
+    strokes framed (`ink`, see frame_ink)."""
+    if mode == "ink":
+        return frame_ink(image, size)
     h, w = image.shape[-2:]
     if (h, w) == (size, size):
         return image
@@ -57,8 +104,11 @@ class ImageTransform:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     augment: v2.Compose | None = None
+    polarity: str = "keep"
 
     def __call__(self, image: torch.Tensor, target: Any) -> tuple[torch.Tensor, Any]:
+        if self.polarity == "auto":
+            image = light_on_dark(image)
         image = to_square(image, self.size, self.mode)
         if self.augment is not None:
             image = self.augment(image)
@@ -80,7 +130,7 @@ def denormalise(images: torch.Tensor, model_cfg: Any) -> torch.Tensor:
 
 
 class ClassifyCodec(Codec):
-    reads = ("collect", "validation", "model", "train")
+    reads = ("collect", "validation", "split", "model", "train")
 
     def decode(self, data: bytes) -> torch.Tensor:
         decode = decode_rgb if self.cfg.model.channels == 3 else decode_gray
@@ -92,7 +142,19 @@ class ClassifyCodec(Codec):
     def transform(self, train: bool) -> ImageTransform:
         m = self.cfg.model
         mean, std = normalization(m)
-        return ImageTransform(m.input_size, m.resize, mean, std, self.cfg.train.augmentation() if train else None)
+        return ImageTransform(m.input_size, m.resize, mean, std, self.augmentation() if train else None, m.polarity)
+
+    def augmentation(self) -> v2.Compose | None:
+        """train.augment's torchvision transforms, then model.augment's distortion families."""
+        steps = [step.build() for step in self.cfg.train.augment]
+        if any(p > 0 for p in self.cfg.model.augment.values()):
+            steps.append(RandomDistortions(self.cfg.model.augment))
+        return v2.Compose(steps) if steps else None
+
+    def held_out_distortion(self) -> tuple[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] | None:
+        """The distortion family split.robustness holds out of training, applied to a decoded test image."""
+        family = self.cfg.split.robustness
+        return None if family is None else (family, lambda image, generator: distort(image, family, generator))
 
     def fit(self, inputs: Sequence[Any]) -> dict[str, Any]:
         """Normalisation: the initial weights' own, else model.normalize, else the training split's statistics."""

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from lifecycle.config import ClassNames, Strict
+from lifecycle.config import ClassNames, SplitConfig, Strict
+from lifecycle.distortions import FAMILIES, V2_FAMILIES, Family
 from lifecycle.zoo import BUILTIN, check_classifier
 
 
@@ -41,8 +42,17 @@ class ClassifyModel(Strict):
     )
     channels: Literal[1, 3] = Field(1, description="1: images as grey; 3: RGB stays RGB")
     input_size: int = Field(28, ge=8, description="the short side is resized to input_size, then cropped or padded")
-    resize: Literal["crop", "pad"] = Field(
-        "crop", description="aspect ratio kept: crop the long side to a square, or pad it"
+    resize: Literal["crop", "pad", "ink"] = Field(
+        "crop",
+        description="aspect ratio kept: crop the long side to a square, pad it, or (ink) fit the strokes' box in "
+        "20/28 of the side and centre their centre of mass, as MNIST's digits were prepared",
+    )
+    polarity: Literal["keep", "auto"] = Field(
+        "keep", description="auto: an image whose border is lighter than its mean is inverted (light strokes on dark)"
+    )
+    augment: dict[Family, Annotated[float, Field(ge=0, le=1)]] = Field(
+        default_factory=dict,
+        description="distortion family -> probability a training image gets it (lifecycle.distortions)",
     )
     normalize: Normalization | None = Field(
         None, description="per-channel mean/std; unset: from the weights, else the training split's statistics"
@@ -61,3 +71,31 @@ class ClassifyModel(Strict):
             except ValueError as e:
                 raise ValueError(f"arch: {e}") from None
         return self
+
+
+class ClassifySplit(SplitConfig):
+    robustness: Family | None = Field(
+        None,
+        description="a distortion family training never applies; evaluate measures the test split distorted by it",
+    )
+
+
+def trained_families(section: Any) -> dict[str, str]:
+    """Distortion family -> the key of the training augmentation that applies it."""
+    found = {f: f"model.augment.{f}" for f, p in section.model.augment.items() if p > 0}
+    for i, step in enumerate(section.train.augment):
+        if step.name in V2_FAMILIES:
+            found.setdefault(V2_FAMILIES[step.name], f"train.augment[{i}] ({step.name})")
+    return found
+
+
+def held_out_family_is_never_trained(section: Any) -> Any:
+    """The split's robustness family must be one training never applies, or it measures nothing unseen."""
+    family = section.split.robustness
+    trained = trained_families(section)
+    if family is not None and family in trained:
+        raise ValueError(
+            f"split.robustness: '{family}' is applied in training by {trained[family]}; hold out a family "
+            f"training never applies (untrained: {', '.join(f for f in FAMILIES if f not in trained) or 'none'})"
+        )
+    return section
