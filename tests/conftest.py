@@ -152,6 +152,18 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
     return proc
 
 
+def label_studio_export(tasks: list[dict], results: list[list[dict]], cancelled=(), first_id: int = 1) -> list[dict]:
+    """A Label Studio JSON export as Label Studio writes it: each task with its id, data, predictions and one
+    annotation (id, completed_by, result regions with ids, was_cancelled, ground_truth, lead_time)."""
+    items = []
+    for i, (item, result) in enumerate(zip(tasks, results)):
+        regions = [{"id": f"r{i}-{n}", **region} for n, region in enumerate(result)]
+        annotation = {"id": 1000 + i, "completed_by": 1, "result": [] if i in cancelled else regions}
+        annotation |= {"was_cancelled": i in cancelled, "ground_truth": False, "lead_time": 4.2}
+        items.append({"id": first_id + i, **item, "annotations": [annotation]})
+    return items
+
+
 @pytest.fixture
 def project(tmp_path: Path, tiny_params: dict[str, Any]) -> Path:
     """A git + DVC copy of the repository's pipeline (code, dvc.yaml, flows) with tiny params, committed."""

@@ -6,9 +6,8 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from conftest import make_task, run
+from conftest import label_studio_export, make_task, run
 from lifecycle.traffic import send_traffic
 
 pytestmark = pytest.mark.slow
@@ -78,26 +77,6 @@ def test_label_studio_round_trip_lands_reviewed_samples_and_rejects_malformed_ex
     assert keep.exists(), "what was in the landing zone stays"
     assert not any((captured / t["data"]["capture"]).exists() for t in tasks[:-1]), "imported captures leave"
     assert (captured / tasks[-1]["data"]["capture"]).exists(), "the cancelled item's capture stays for review"
-
-
-def png(pixels: np.ndarray) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    Image.fromarray(pixels.astype(np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def label_studio_export(tasks, results, cancelled=(), first_id=1):
-    """A Label Studio JSON export as Label Studio writes it: each task with its id, data, predictions and one
-    annotation (id, completed_by, result regions with ids, was_cancelled, ground_truth, lead_time)."""
-    items = []
-    for i, (item, result) in enumerate(zip(tasks, results)):
-        regions = [{"id": f"r{i}-{n}", **region} for n, region in enumerate(result)]
-        annotation = {"id": 1000 + i, "completed_by": 1, "result": [] if i in cancelled else regions}
-        annotation |= {"was_cancelled": i in cancelled, "ground_truth": False, "lead_time": 4.2}
-        items.append({"id": first_id + i, **item, "annotations": [annotation]})
-    return items
 
 
 def truth_as_result(task, label):
@@ -199,83 +178,3 @@ def test_reviewed_captures_close_the_loop(name, promoted_all, tmp_path):
 
     decision = monitor(name, MonitoringConfig(min_rows=10**6), tmp_path / "no-logs", tmp_path / "drift", captured)
     assert decision["captured"] == {"files": 1, "mb": decision["captured"]["mb"], "dropped": 0}
-
-
-def test_reviewed_captures_reach_the_next_run_whose_model_and_dvc_lock_record_them(tmp_path):
-    """classify on through the next lifecycle run: a first `dvc repro` promotes a model (deliberately weak: one
-    epoch at a learning rate of 1e-6, so that the next model, trained for six, beats it), the service's captures are labeled, reviewed and
-    imported with the CLI, and the next `dvc repro` collects them: dvc.lock records the new landing zone, raw data,
-    split and model, and the promoted model version carries the new data's DVC hash. A model store of its own
-    (BENTOML_HOME) keeps the session's production models out of it."""
-    import copy
-    import os
-    import subprocess
-
-    import yaml
-
-    from conftest import TINY_CLASSIFY, make_project
-    from lifecycle.atomic import read_jsonl
-    from lifecycle.capture import capture_input
-    from lifecycle.data import rows_of_split
-
-    params = {"tasks": ["classify"], "classify": copy.deepcopy(TINY_CLASSIFY)}
-    params["classify"]["train"].update(epochs=1, lr=1e-6)
-    project = make_project(tmp_path / "project", params)
-    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml")}
-
-    def cli(*args):
-        proc = subprocess.run(args, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        assert proc.returncode == 0, proc.stdout[-4000:]
-        return proc.stdout
-
-    def repro():
-        cli(sys.executable, "-m", "dvc", "repro", "promote-classify")
-        stages = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
-        return {
-            f"{s}:{e['path']}": e["md5"] for s, st in stages.items() for e in st.get("deps", []) + st.get("outs", [])
-        }
-
-    first = repro()
-    captured = project / "data" / "captured" / "classify"
-    truth = {}
-    for n, row in enumerate(rows_of_split(project / "data/prepared/classify/manifest.jsonl", "test")[:6]):
-        inverted = 255 - np.asarray(Image.open(project / "data/raw/classify" / row["path"]))  # new, unsure inputs
-        truth[capture_input(captured, f"req{n}", "digit.png", png(inverted), 50).name] = row["label"]
-    cli(sys.executable, "-m", "lifecycle.cli", "label", "--task", "classify")
-    tasks = json.loads(sorted((project / "reports/labeling/classify").glob("*-import.json"))[-1].read_text())
-    assert len(tasks) == 6, "a weak model is unsure of every input"
-    results = [
-        [
-            {
-                "from_name": "label",
-                "to_name": "image",
-                "type": "choices",
-                "value": {"choices": [truth[t["data"]["capture"]]]},
-            }
-        ]
-        for t in tasks
-    ]
-    (tmp_path / "export.json").write_text(json.dumps(label_studio_export(tasks, results, cancelled={0})))
-    out = cli(
-        sys.executable, "-m", "lifecycle.cli", "label", "--task", "classify", "--import", str(tmp_path / "export.json")
-    )
-    assert "5 reviewed samples imported" in out and "1 cancelled skipped" in out
-
-    params["classify"]["train"].update(epochs=6, batch_size=16, lr=0.01)
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    second = repro()
-    for key in (
-        "collect-classify:data/incoming/classify",
-        "collect-classify:data/raw/classify",
-        "split-classify:data/prepared/classify",
-        "train-classify:models/classify/model.pt",
-    ):
-        assert second[key] != first[key], f"dvc.lock records the new {key}"
-    rows = [r for r in read_jsonl(project / "data/raw/classify/manifest.jsonl") if r["source"] == "captured"]
-    assert sorted(r["label"] for r in rows) == sorted(truth[t["data"]["capture"]] for t in tasks[1:])
-    split_summary = json.loads((project / "reports/classify/split/summary.json").read_text())
-    assert split_summary["groups"]["captured"]["samples"] == 5
-    decision = json.loads((project / "reports/classify/promote/decision.json").read_text())
-    assert decision["promoted"], decision["summary"]
-    code = f"from lifecycle import registry; print(registry.get({decision['stored_as']!r}).metadata['dvc_data_md5'])"
-    assert cli(sys.executable, "-c", code).strip() == second["collect-classify:data/raw/classify"]

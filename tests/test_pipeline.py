@@ -25,17 +25,24 @@ def changed_stages(status: str) -> list[str]:
     return sorted(line.rstrip(":") for line in status.splitlines() if line.endswith(":") and not line[0].isspace())
 
 
-def test_flow_then_dvc_repro_run_every_stage_once_then_only_what_changed(tmp_path, prefect_harness):
+def test_flow_then_dvc_repro_run_every_stage_once_then_only_what_changed(tmp_path, prefect_harness, monkeypatch):
     """One project, two tasks: classify through the Prefect flow (which records and pushes the versions), then
     detect, tuning included, through plain `dvc repro`. No stage knows which task it runs, and the flow's run is
-    what dvc.lock records: repro runs detect's stages only, a second repro nothing, a params change what it touches."""
+    what dvc.lock records: repro runs detect's stages only, a second repro nothing, a params change what it touches.
+    Then classify's reviewed captures reach the next run (issue 22's loop; see `reviewed_captures_reach_the_next_run`).
+    The project's stages keep their models in a store of their own (BENTOML_HOME), out of the session's."""
+    import bentoml
     from prefect.artifacts import Artifact
 
+    bentoml.models.list()  # this process's store is fixed on first use: it stays the session's, as later tests need
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))  # what the stages' processes inherit
     params = {
         "tasks": ["classify", "detect"],
         "classify": copy.deepcopy(TINY_CLASSIFY),
         "detect": copy.deepcopy(TINY_DETECT),
     }
+    # deliberately weak (one epoch at 1e-6): unsure of every captured input, and beaten by the model trained on them
+    params["classify"]["train"].update(epochs=1, lr=1e-6)
     params["detect"]["tune"] = {
         "enabled": True,
         "trials": 2,
@@ -84,7 +91,7 @@ def test_flow_then_dvc_repro_run_every_stage_once_then_only_what_changed(tmp_pat
     run([sys.executable, "-m", "lifecycle.cli", "report"], project)
     assert "<h2 id='detect'>" in site.read_text() and changed_stages(dvc(project, "status").stdout) == []
     assert "reports/index.html" not in run(["git", "status", "--porcelain"], project).stdout, "the site is no version"
-    params["classify"]["train"]["lr"] = 0.02
+    params["classify"]["train"]["lr"] = 2e-6
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     expected = ["evaluate-classify", "promote-classify", "train-classify", "tune-classify"]  # tune: around train
     assert ran_stages(dvc(project, "repro").stdout) == expected
@@ -96,6 +103,69 @@ def test_flow_then_dvc_repro_run_every_stage_once_then_only_what_changed(tmp_pat
     detect_code = project / "src/lifecycle/tasks/detect/outputs.py"
     detect_code.write_text(detect_code.read_text() + "\n# edited\n")
     assert changed_stages(dvc(project, "status").stdout) == sorted(f"{s}-detect" for s in STAGE_NAMES)
+
+    reviewed_captures_reach_the_next_run(project, params, tmp_path)
+
+
+def lock_hashes(project):
+    stages = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    return {f"{s}:{e['path']}": e["md5"] for s, st in stages.items() for e in st.get("deps", []) + st.get("outs", [])}
+
+
+def reviewed_captures_reach_the_next_run(project, params, tmp_path):
+    """Issue 22's loop for classify, on through the next lifecycle run: the production model (the weak one the
+    flow promoted) sees new, unsure inputs (inverted digits); they are labeled, reviewed and imported with the
+    CLI, and the next `dvc repro` collects them: dvc.lock records the new landing zone, raw data, split and model,
+    and the promoted model version carries the new data's DVC hash."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from conftest import label_studio_export
+    from lifecycle.atomic import read_jsonl
+    from lifecycle.capture import capture_input
+    from lifecycle.data import rows_of_split
+
+    def cli(*args):
+        return run([sys.executable, "-m", "lifecycle.cli", *args], project).stdout
+
+    first = lock_hashes(project)
+    captured = project / "data" / "captured" / "classify"
+    truth = {}
+    for n, row in enumerate(rows_of_split(project / "data/prepared/classify/manifest.jsonl", "test")[:6]):
+        inverted = Image.fromarray(255 - np.asarray(Image.open(project / "data/raw/classify" / row["path"])))
+        buffer = io.BytesIO()
+        inverted.save(buffer, format="PNG")
+        truth[capture_input(captured, f"req{n}", "digit.png", buffer.getvalue(), 50).name] = row["label"]
+    cli("label", "--task", "classify")
+    tasks = json.loads(sorted((project / "reports/labeling/classify").glob("*-import.json"))[-1].read_text())
+    assert len(tasks) == 6, "a weak model is unsure of every input"
+    choice = {"from_name": "label", "to_name": "image", "type": "choices"}
+    results = [[{**choice, "value": {"choices": [truth[t["data"]["capture"]]]}}] for t in tasks]
+    (tmp_path / "export.json").write_text(json.dumps(label_studio_export(tasks, results, cancelled={0})))
+    out = cli("label", "--task", "classify", "--import", str(tmp_path / "export.json"))
+    assert "5 reviewed samples imported" in out and "1 cancelled skipped" in out
+
+    params["classify"]["train"].update(epochs=6, batch_size=16, lr=0.01)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dvc(project, "repro", "promote-classify")
+    second = lock_hashes(project)
+    for key in (
+        "collect-classify:data/incoming/classify",
+        "collect-classify:data/raw/classify",
+        "split-classify:data/prepared/classify",
+        "train-classify:models/classify/model.pt",
+    ):
+        assert second[key] != first[key], f"dvc.lock records the new {key}"
+    rows = [r for r in read_jsonl(project / "data/raw/classify/manifest.jsonl") if r["source"] == "captured"]
+    assert sorted(r["label"] for r in rows) == sorted(truth[t["data"]["capture"]] for t in tasks[1:])
+    split_summary = json.loads((project / "reports/classify/split/summary.json").read_text())
+    assert split_summary["groups"]["captured"]["samples"] == 5
+    decision = json.loads((project / "reports/classify/promote/decision.json").read_text())
+    assert decision["promoted"], decision["summary"]
+    code = f"from lifecycle import registry; print(registry.get({decision['stored_as']!r}).metadata['dvc_data_md5'])"
+    assert run([sys.executable, "-c", code], project).stdout.strip() == second["collect-classify:data/raw/classify"]
 
 
 def test_bad_params_stop_before_any_work(project):
@@ -129,7 +199,7 @@ def test_dvc_experiments_run_on_the_real_params_file(tmp_path):
     run(["git", "commit", "-qm", "the real params, tiny"], project)
     assert '"yes"' in (project / "params.yaml").read_text(), "the vocabulary is quoted before DVC rewrites it"
 
-    dvc(project, "exp", "run", "-S", "classify.train.epochs=1", "promote-classify")
+    dvc(project, "exp", "run", "-S", "classify.train.epochs=1", "evaluate-classify")  # what `exp show` lists
     rewritten = (project / "params.yaml").read_text()
     assert '"yes"' not in rewritten, "DVC wrote YAML 1.2, without the quotes"
     assert True in yaml.safe_load(rewritten)["asr"]["collect"]["vocabulary"], "which YAML 1.1 would read as booleans"

@@ -298,39 +298,62 @@ def test_a_short_soak_over_every_endpoint_answers_every_request(server, promoted
 CAPTURE_MB = 4 / 1024
 
 
-@pytest.fixture
-def own_server(server, tmp_path):
-    """A second `bentoml serve` of classify on a copy of the test store, in two worker processes looking for a new
-    production model every 0.5 s, so that promoting there leaves the session's server alone; each worker keeps every
-    input it answers in one capture folder bounded to 4 KB. Yields (url, process, env, log dir)."""
+@pytest.fixture(scope="module")
+def own_servers(server, tmp_path_factory):
+    """Starts a second `bentoml serve` of classify on a copy of the test store, in two worker processes looking for a
+    new production model every 0.5 s, so that promoting there leaves the session's server alone; both workers keep
+    every input they answer in one capture folder bounded to 4 KB. The one running is shared by the
+    module's tests until one stops it (a start is ~20 s of the suite's budget); a test finding none running gets a
+    fresh one."""
     import yaml
 
     from conftest import start_bentoml
 
-    store = tmp_path / "bentoml"
-    shutil.copytree(os.environ["BENTOML_HOME"], store)
-    params = yaml.safe_load((server.paths.root / "params.yaml").read_text())
-    params["tasks"] = ["classify"]
-    params["serving"].update(reload_seconds=0.5, log_dir=str(tmp_path / "logs"), workers=2)
-    params["monitoring"].update(
-        capture_inputs=True, capture_rate=1.0, capture_dir=str(tmp_path / "captured"), capture_max_mb=CAPTURE_MB
-    )
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    env = {**os.environ, "BENTOML_HOME": str(store), "LIFECYCLE_PARAMS": str(tmp_path / "params.yaml")}
-    with (tmp_path / "server.log").open("w") as log:
-        proc, url = start_bentoml(tmp_path, log, tmp_path / "server.log", env)
-        try:
-            yield url, proc, env, tmp_path / "logs" / "classify"
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+    started: list[tuple[Any, Any]] = []
+
+    def running() -> tuple[str, Any, dict, Path]:
+        if started and started[-1][0].poll() is None:
+            return started[-1][1]
+        root = tmp_path_factory.mktemp("own-server")
+        store = root / "bentoml"
+        shutil.copytree(os.environ["BENTOML_HOME"], store)
+        params = yaml.safe_load((server.paths.root / "params.yaml").read_text())
+        params["tasks"] = ["classify"]
+        params["serving"].update(reload_seconds=0.5, log_dir=str(root / "logs"), workers=2)
+        params["monitoring"].update(
+            capture_inputs=True, capture_rate=1.0, capture_dir=str(root / "captured"), capture_max_mb=CAPTURE_MB
+        )
+        (root / "params.yaml").write_text(yaml.safe_dump(params))
+        env = {**os.environ, "BENTOML_HOME": str(store), "LIFECYCLE_PARAMS": str(root / "params.yaml")}
+        with (root / "server.log").open("w") as log:
+            proc, url = start_bentoml(root, log, root / "server.log", env)
+        started.append((proc, (url, proc, env, root / "logs" / "classify")))
+        return started[-1][1]
+
+    yield running
+    for proc, _ in started:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+@pytest.fixture
+def own_server(own_servers):
+    """(url, process, env, log dir) of the module's second server: see `own_servers`."""
+    return own_servers()
+
+
+def logged_requests(log_dir: Path, prefix: str) -> list[dict]:
+    """The request log's lines of the requests whose X-Request-ID starts with `prefix` (one test's load)."""
+    lines = [json.loads(line) for path in log_dir.glob("requests-*.jsonl*") for line in path.open()]
+    return [r for r in lines if r["request_id"].startswith(prefix)]
 
 
 class Load:
     """Clients posting test images one after another until stopped, keeping every answer in order."""
 
-    def __init__(self, url: str, server: Server, clients: int) -> None:
+    def __init__(self, url: str, server: Server, clients: int, prefix: str = "load") -> None:
+        self.prefix = prefix
         self.answers: list[tuple[int, dict]] = []
         self.answered_ids: list[str] = []
         self.failures: list[str] = []
@@ -345,7 +368,10 @@ class Load:
                 if self._stop.is_set():
                     return
                 image = server.image(server.rows[i % len(server.rows)])
-                files, headers = {"image": ("digit.png", image, "image/png")}, {"X-Request-ID": f"load-{k}-{i}"}
+                files, headers = (
+                    {"image": ("digit.png", image, "image/png")},
+                    {"X-Request-ID": f"{self.prefix}-{k}-{i}"},
+                )
                 try:
                     response = client.post(f"{url}/classify", files=files, headers=headers)
                 except httpx.ConnectError:  # refused: not accepted (after shutdown began)
@@ -389,7 +415,7 @@ def test_a_promotion_and_a_rollback_are_swapped_in_while_requests_run(server, ow
     )
     lifecycle = str(Path(sys.executable).parent / "lifecycle")
 
-    load = Load(url, server, clients=4)
+    load = Load(url, server, clients=4, prefix="swap")
     try:
         load.wait_for(lambda a: a.get("model") == original)
         promoted = subprocess.run(
@@ -408,19 +434,22 @@ def test_a_promotion_and_a_rollback_are_swapped_in_while_requests_run(server, ow
     assert len(by_model[original]) + len(by_model[new_tag]) == len(load.answers)
     assert all(a["label"] in "xyz" for a in by_model[new_tag]) and by_model[new_tag]
     assert all(a["label"] in "0123456789" for a in by_model[original])
-    logged = [json.loads(line) for path in log_dir.glob("requests-*.jsonl*") for line in path.open()]
+    logged = logged_requests(log_dir, "swap-")
     assert sorted(r["model"] for r in logged) == sorted(a["model"] for _, a in load.answers)
     assert all(r["prediction"]["label"] in ("xyz" if r["model"] == new_tag else "0123456789") for r in logged)
-    assert_captures_bounded_and_counted(tmp_path / "captured" / "classify", len(load.answers))
+    assert_captures_bounded_and_counted(log_dir)
 
 
-def assert_captures_bounded_and_counted(folder: Path, answered: int) -> None:
-    """Two workers captured every answered input into one folder: it stays within its bound, and every capture is
-    either kept or counted as dropped, once."""
+def assert_captures_bounded_and_counted(log_dir: Path) -> None:
+    """Two workers captured every input they answered into one folder: it stays within its bound, and every answered
+    request's input is either kept or counted as dropped, once."""
     from lifecycle.capture import capture_stats
 
+    folder = log_dir.parent.parent / "captured" / "classify"
     stats = capture_stats(folder)
-    assert stats["mb"] <= CAPTURE_MB and stats["dropped"] > 0, stats
+    answered = sum(1 for path in log_dir.glob("requests-*.jsonl*") for _ in path.open())
+    kept = sum(path.stat().st_size for path in folder.iterdir() if not path.name.startswith("."))
+    assert kept <= CAPTURE_MB * 2**20 and stats["dropped"] > 0, (kept, stats)
     assert stats["files"] + stats["dropped"] == answered, (stats, answered)
 
 
@@ -428,7 +457,7 @@ def test_sigterm_mid_load_answers_and_logs_every_accepted_request(server, own_se
     """SIGTERM while 8 clients post: the service stops accepting, and every request it accepted (ran and logged)
     is answered 200; every answer is logged once, the log flushed before exit."""
     url, proc, _, log_dir = own_server
-    load = Load(url, server, clients=8)
+    load = Load(url, server, clients=8, prefix="sigterm")
     try:
         load.wait_for(lambda a: True)
         time.sleep(0.5)
@@ -437,7 +466,7 @@ def test_sigterm_mid_load_answers_and_logs_every_accepted_request(server, own_se
     finally:
         load.stop()
     assert load.answers and [s for s, _ in load.answers if s != 200] == []
-    logged = [json.loads(line)["request_id"] for path in log_dir.glob("requests-*.jsonl*") for line in path.open()]
+    logged = [r["request_id"] for r in logged_requests(log_dir, "sigterm-")]
     assert sorted(logged) == sorted(load.answered_ids), "each accepted request answered and logged, once"
 
 

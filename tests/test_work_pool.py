@@ -164,7 +164,7 @@ def team(tmp_path_factory, s3_remote) -> Iterator[Team]:
             worker = start(
                 [sys.executable, "-m", "flows.worker", "--pool", POOL, "--name", "test-worker"],
                 project,
-                env,
+                {**env, "PREFECT_WORKER_QUERY_SECONDS": "1"},  # picks a run up within 1 s, not 10: four runs wait
                 logs / "worker.log",
                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # as a shell's `worker &` starts it
             )
