@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal, cast
 
 from pydantic import AfterValidator, BaseModel, Field, model_validator
 
-from lifecycle.config import ConfigError, Strict, read_yaml, value_at, with_overrides
+from lifecycle.config import ConfigError, Strict, load_overrides, read_yaml, value_at, with_overrides
 
 
 class SearchDimension(Strict):
@@ -164,4 +164,7 @@ def tuning_decision(path: Path) -> str:
     """Why training uses the values it does, as the tune stage wrote it in its tuned-values file."""
     data = read_yaml(path) if path.exists() else None
     reason = data.get("reason") if isinstance(data, dict) else None
-    return str(reason) if reason else f"params.yaml's values ({path} gives no reason)"
+    if reason:
+        return str(reason)
+    values = "tuned values" if load_overrides(path) else "params.yaml's values"
+    return f"{values} ({path} gives no reason)"
