@@ -44,6 +44,7 @@ def test_flow_then_dvc_repro_run_every_stage_once_then_only_what_changed(tmp_pat
         "sampler_startup_trials": 2,
         "space": {"train.lr": {"low": 0.005, "high": 0.02, "log": True}},
     }
+    params["detect"]["train"]["epochs"] = 1  # tuning trials run train.epochs: one epoch each, as before
     project = make_project(tmp_path / "project", params)
     remote = project.parent / "dvc-remote"
     dvc(project, "remote", "add", "-d", "local", str(remote))

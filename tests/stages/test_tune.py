@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -146,6 +147,7 @@ def test_two_searches_in_two_processes_share_one_study_in_postgresql(tiny_params
 
     from conftest import postgres_database
 
+    tiny_params["classify"]["train"]["epochs"] = 1  # one-epoch trials: this test is about the shared study
     with postgres_database("lifecycle_optuna") as database:
         params = with_tuning(tiny_params, trials=4, parallel=1, heartbeat_seconds=2, storage=f"postgresql://{database}")
         task = make_task(params)
@@ -236,3 +238,22 @@ def test_tuned_file_errors_name_the_file(tmp_path):
     tuned.write_text(yaml.safe_dump({"overrides": ["train.lr"]}))
     with pytest.raises(ConfigError, match="tuned.yaml: 'overrides' must be a mapping"):
         load_overrides(tuned)
+
+
+def test_the_study_is_named_after_the_search_definition(tiny_params, tmp_path):
+    """Rungs, space and the trials' length (train.epochs) define the study; the budget and min_delta do not."""
+    from lifecycle.paths import TaskPaths
+
+    paths = TaskPaths(tmp_path, "classify")
+    paths.split_manifest.parent.mkdir(parents=True)
+    paths.split_manifest.write_text('{"path": "a.png", "split": "train"}\n')
+
+    def name(**tune_cfg: Any) -> str:
+        return study_name(make_task(with_tuning(copy.deepcopy(tiny_params), **tune_cfg)), paths)
+
+    same = {name(), name(trials=9, parallel=1, min_delta=0.5)}
+    assert len(same) == 1
+    other = {name(min_epochs=2), name(reduction_factor=2), name(space={"train.lr": SPACE["train.lr"]})}
+    tiny_params["classify"]["train"]["epochs"] = 3
+    other.add(name())
+    assert len(other) == 4 and not other & same
