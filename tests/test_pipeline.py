@@ -47,10 +47,11 @@ def test_flow_then_dvc_repro_run_every_stage_once_then_only_what_changed(tmp_pat
         "enabled": True,
         "trials": 2,
         "parallel": 1,
-        "epochs": 1,
+        "min_epochs": 1,
         "sampler_startup_trials": 2,
         "space": {"train.lr": {"low": 0.005, "high": 0.02, "log": True}},
     }
+    params["detect"]["train"]["epochs"] = 1  # tuning trials run train.epochs: one epoch each, as before
     project = make_project(tmp_path / "project", params)
     remote = project.parent / "dvc-remote"
     dvc(project, "remote", "add", "-d", "local", str(remote))
@@ -82,7 +83,10 @@ def test_flow_then_dvc_repro_run_every_stage_once_then_only_what_changed(tmp_pat
     metrics = json.loads((project / "reports/detect/evaluate/metrics.json").read_text())
     assert metrics["primary_metric"] == "map_50" and 0 <= metrics["map_50"] <= 1 and 0 <= metrics["mean_iou"] <= 1
     assert (project / "reports/detect/evaluate/figures/test_scenes.png").stat().st_size > 0
-    assert "train.lr" in yaml.safe_load((project / "models/detect/tuned.yaml").read_text())["overrides"]
+    tuned = yaml.safe_load((project / "models/detect/tuned.yaml").read_text())
+    assert tuned["overrides"] == (
+        {"train.lr": tuned["best_params"]["train.lr"]} if tuned["decision"] == "tuned" else {}
+    )
     assert json.loads((project / "reports/detect/validate/result.json").read_text())["success"]
     decision = json.loads((project / "reports/detect/promote/decision.json").read_text())
     assert decision["promoted"] or decision["reasons"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -155,96 +155,6 @@ class TrainConfig(Strict):
         return v2.Compose(steps) if steps else None
 
 
-class SearchDimension(Strict):
-    """One dimension of the tuning search space: a range (`low`, `high`, optional `log` or `step`) or a list of
-    `choices`. A range whose bounds are both integers is searched over integers."""
-
-    low: int | float | None = None
-    high: int | float | None = None
-    log: bool = False
-    step: int | float | None = Field(None, gt=0)
-    choices: list[Any] | None = Field(None, min_length=1)
-
-    @model_validator(mode="after")
-    def _range_or_choices(self) -> SearchDimension:
-        if self.choices is not None:
-            if self.low is not None or self.high is not None:
-                raise ValueError("give either choices or low/high, not both")
-            return self
-        if self.low is None or self.high is None:
-            raise ValueError("a range needs both low and high (or give choices)")
-        if self.low >= self.high:
-            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
-        if self.log and (self.low <= 0 or self.step is not None):
-            raise ValueError("a log range needs low > 0 and no step")
-        return self
-
-    @property
-    def is_int(self) -> bool:
-        return all(isinstance(v, int) for v in (self.low, self.high)) and (
-            self.step is None or isinstance(self.step, int)
-        )
-
-    def candidates(self) -> list[Any]:
-        """Values that must all give a valid config: the choices, or both ends of the range."""
-        return list(self.choices) if self.choices is not None else [self.low, self.high]
-
-    def distribution(self) -> Any:
-        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-        if self.choices is not None:
-            return CategoricalDistribution(self.choices)
-        if self.is_int:
-            return IntDistribution(
-                int(cast(int, self.low)), int(cast(int, self.high)), log=self.log, step=int(self.step or 1)
-            )
-        return FloatDistribution(
-            float(cast(float, self.low)), float(cast(float, self.high)), log=self.log, step=self.step
-        )
-
-
-STUDY_STORAGES = ("postgresql", "mysql", "sqlite")  # SQLAlchemy dialects Optuna's RDB storage supports
-
-
-def _study_storage(url: str | None) -> str | None:
-    if url is not None and ("://" not in url or url.split("://")[0].split("+")[0] not in STUDY_STORAGES):
-        raise ValueError(f"{url!r} is not a database URL ({', '.join(d + '://...' for d in STUDY_STORAGES)})")
-    return url
-
-
-class TuneConfig(Strict):
-    """A hyperparameter search: Optuna's TPE sampler and median pruner, trials run by a Prefect task runner."""
-
-    enabled: bool = False
-    trials: int = Field(6, ge=1, description="finished trials the study needs; raise it to extend a search")
-    parallel: int = Field(2, ge=1, description="trials running at once")
-    epochs: int = Field(3, ge=1, description="epochs per trial (train.epochs is for the final model)")
-    runner: Literal["threads", "dask"] = "threads"
-    dask_address: str | None = Field(None, description="a running Dask scheduler; null starts a local cluster")
-    storage: Annotated[str | None, AfterValidator(_study_storage)] = Field(
-        None,
-        description="the study's database URL, shared by searches on several machines (postgresql://user@host:port/db; "
-        "needs psycopg); null: SQLite in models/<task>/tune/study.db",
-    )
-    heartbeat_seconds: int = Field(
-        10, ge=1, description="a running trial records that it is alive this often; one silent 3x as long is retried"
-    )
-    seed: int = 0
-    sampler_startup_trials: int = Field(3, ge=0, description="random trials before TPE models the space")
-    pruner_startup_trials: int = Field(2, ge=0, description="finished trials before the pruner compares")
-    pruner_warmup_epochs: int = Field(1, ge=0, description="epochs a trial runs before it can be pruned")
-    space: dict[str, SearchDimension] = Field(
-        default_factory=dict, description="config key path under model. or train. (e.g. train.lr) -> dimension"
-    )
-
-    def fingerprint_fields(self) -> dict[str, Any]:
-        """What defines the study; how many trials and how they run do not (so a search can be extended)."""
-        return self.model_dump(
-            mode="json",
-            exclude={"enabled", "trials", "parallel", "runner", "dask_address", "storage", "heartbeat_seconds"},
-        )
-
-
 class EvaluateConfig(Strict):
     batch_size: int = Field(256, ge=1)
 
@@ -318,17 +228,6 @@ def _child(node: Any, part: str, key: str) -> Any:
         return node[int(part)] if isinstance(node, list) else node[part]
     except (KeyError, IndexError, ValueError, TypeError):
         raise ConfigError(f"{key}: no such key in the task's config ('{part}' not found)") from None
-
-
-def check_search_space(section: BaseModel) -> BaseModel:
-    """Every tuning dimension must name an existing model/train key, and each of its values must be valid there."""
-    for key, dim in cast(Any, section).tune.space.items():
-        for value in dim.candidates():
-            try:
-                with_overrides(section, {key: value})
-            except ConfigError as e:
-                raise ValueError(f"tune.space['{key}'] = {value!r}: {e}") from None
-    return section
 
 
 def _key_path(loc: tuple[int | str, ...]) -> str:

@@ -56,12 +56,10 @@ def summary_markdown(summary: dict[str, Any]) -> str:
 def tuning_line(tuning: dict[str, Any], primary: str) -> str:
     if not tuning.get("enabled"):
         return f"off ({tuning.get('reason', 'not run')})"
-    best, base = tuning.get(f"best_val_{primary}"), tuning.get(f"baseline_val_{primary}")
-    versus = f" vs {base:.4f} with params.yaml's values" if base is not None else ""
     return (
-        f"{tuning['trials']} trials ({tuning['complete']} complete, {tuning['pruned']} pruned, {tuning['fail']} failed) "
-        f"of {tuning['epochs_per_trial']} epochs in {tuning['seconds']:.0f} s; best val {primary} {best:.4f}{versus}; "
-        f"trained with {tuning['best_params']}"
+        f"{tuning['trials']} trials ({tuning['complete']} complete, {tuning['pruned']} pruned, {tuning['fail']} failed), "
+        f"{tuning.get('epochs_run', '?')} epochs in all, up to {tuning.get('max_epochs', '?')} each, in "
+        f"{tuning['seconds']:.0f} s; trained with {tuning.get('reason', tuning.get('best_params'))}"
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -15,14 +16,23 @@ from optuna.trial import TrialState
 
 from conftest import make_task
 from lifecycle.config import load_overrides
+from lifecycle.stages.study import Search, open_study, prepare_study, study_name, study_storage
 from lifecycle.stages.train import train
-from lifecycle.stages.tune import Search, open_study, prepare_study, study_name, study_storage, tune
+from lifecycle.stages.tune import tune
+from lifecycle.tuning import tuning_decision
 
 SPACE = {"train.lr": {"low": 0.002, "high": 0.05, "log": True}, "model.width": {"choices": [4, 6]}}
 
 
 def with_tuning(params: dict[str, Any], **tune_cfg: Any) -> dict[str, Any]:
-    params["classify"]["tune"] = {"enabled": True, "trials": 3, "parallel": 2, "epochs": 2, "space": SPACE, **tune_cfg}
+    params["classify"]["tune"] = {
+        "enabled": True,
+        "trials": 3,
+        "parallel": 2,
+        "min_epochs": 1,
+        "space": SPACE,
+        **tune_cfg,
+    }
     return params
 
 
@@ -36,43 +46,60 @@ def test_disabled_tuning_leaves_params_yaml_values(tiny_params, prepared):
     assert load_overrides(prepared.tuned) == {}
 
 
+def trained_config(paths) -> dict[str, Any]:
+    import torch
+
+    return torch.load(paths.model, weights_only=True)["config"]
+
+
 @pytest.mark.slow
-def test_three_trial_search_on_threads_feeds_train(tiny_params, prepared):
-    params = with_tuning(tiny_params)
+def test_tuned_values_are_used_only_when_they_beat_trial_0_by_min_delta(tiny_params, prepared):
+    """params.yaml's lr is broken (1e-6: chance level); the space's alternative (0.03) learns. Trial 0 and the
+    alternative run side by side on threads, both the whole train.epochs (no rung before: at one or two epochs
+    these tiny models are at chance level either way). With min_delta 0.1 the tuned value wins; with a min_delta
+    no gain can meet (1.0) the same study (min_delta does not define it) keeps params.yaml's values."""
+    tiny_params["classify"]["train"] |= {"lr": 1e-6, "epochs": 4, "batch_size": 8}
+    space = {"train.lr": {"choices": [1e-6, 0.03]}}  # the seeded sampler (tune.seed 0) picks 0.03 on either worker
+    params = with_tuning(tiny_params, trials=2, parallel=2, space=space, min_epochs=4, min_delta=0.1)
     task = make_task(params)
     summary = tune(task, prepared)
 
     study = stored_study(prepared, task)
-    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    assert len(finished) == 3 and summary["trials"] == 3
-    baseline = study.trials[0]
-    assert baseline.user_attrs["baseline"] and baseline.params == {"train.lr": 0.01, "model.width": 4}
-    assert summary["baseline_val_accuracy"] == baseline.value
-    best = study.best_trial
-    assert load_overrides(prepared.tuned) == best.params
-    assert summary["best_val_accuracy"] == best.value >= baseline.value
+    baseline, tuned = study.trials
+    epochs = list(range(1, params["classify"]["train"]["epochs"] + 1))
+    assert baseline.user_attrs["baseline"] and baseline.params == {"train.lr": 1e-6}
+    assert sorted(baseline.intermediate_values) == epochs and baseline.state == TrialState.COMPLETE, "full length"
+    assert tuned.params == {"train.lr": 0.03} and sorted(tuned.intermediate_values) == epochs
+    assert (summary["baseline_val_accuracy"], summary["best_val_accuracy"]) == (baseline.value, tuned.value)
+    assert tuned.value - baseline.value >= 0.1 and summary["gain_over_baseline"] == tuned.value - baseline.value
+    assert summary["decision"] == "tuned" and summary["reason"].startswith("tuned values: trial 1's val_accuracy")
+    assert load_overrides(prepared.tuned) == {"train.lr": 0.03}
     assert (prepared.reports("tune") / "figures" / "history.png").stat().st_size > 0
-    csv_lines = (prepared.reports("tune") / "trials.csv").read_text().splitlines()
-    assert len(csv_lines) == 1 + 3
+    assert len((prepared.reports("tune") / "trials.csv").read_text().splitlines()) == 1 + 2
+    train_summary = train(make_task(params), prepared)  # params.yaml still says lr 1e-6: the tuned value wins
+    assert trained_config(prepared)["train"]["lr"] == 0.03 and train_summary["tuning"] == summary["reason"]
 
-    train(make_task(params), prepared)  # params.yaml still says lr 0.01, width 4: the tuned values win
-    import torch
-
-    trained = torch.load(prepared.model, weights_only=True)["config"]
-    assert trained["train"]["lr"] == best.params["train.lr"]
-    assert trained["model"]["width"] == best.params["model.width"]
+    params["classify"]["tune"]["min_delta"] = 1.0
+    strict = tune(make_task(params), prepared)
+    assert strict["study"] == summary["study"] and len(stored_study(prepared, task).trials) == 2, "nothing ran again"
+    assert strict["decision"] == "params.yaml" and load_overrides(prepared.tuned) == {}
+    assert (strict["baseline_val_accuracy"], strict["best_val_accuracy"]) == (baseline.value, tuned.value)
+    assert "short of tune.min_delta 1.0" in strict["reason"]
+    assert tuning_decision(prepared.tuned) == strict["reason"], "what the train stage reads, logs and reports"
 
 
 def interrupt_a_search(search: Search, task: Any) -> Any:
-    """What a killed search leaves behind: the baseline finished, the next trial RUNNING with a reported epoch and a
-    heartbeat that stopped (older than the grace period of three heartbeats)."""
+    """What a killed search leaves behind: the baseline (trial 0) RUNNING with a reported epoch and a heartbeat that
+    stopped (older than the grace period of three heartbeats), and trial 1 finished, perfect at the first rung."""
     storage = study_storage(search, task)
     study = prepare_study(search, task)
     distributions = {k: d.distribution() for k, d in task.cfg.tune.space.items()}
-    done = study.ask(distributions)
-    study.tell(done, 0.5)
     interrupted = study.ask(distributions)
     interrupted.report(0.4, 1)
+    done = study.ask(distributions)
+    done.report(1.0, 1)
+    assert not done.should_prune()  # the pruner records its rung value
+    study.tell(done, 1.0)
     storage.record_heartbeat(interrupted._trial_id)
     time.sleep(3 * task.cfg.tune.heartbeat_seconds + 1.5)  # SQLite's clock counts whole seconds
     return interrupted
@@ -93,7 +120,11 @@ def test_interrupted_search_resumes_and_retries_the_running_trial(tiny_params, p
     assert trials[interrupted.number].state == TrialState.FAIL
     retries = [t for t in trials if t.user_attrs.get("retry_of") == interrupted.number]
     assert len(retries) == 1, "retried once"
-    assert retries[0].params == interrupted.params and retries[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    retry = retries[0]
+    assert retry.params == interrupted.params and retry.user_attrs["baseline"]
+    # below trial 1's 1.0 at the first rung, successive halving would stop it there: trial 0 is never stopped
+    assert retry.intermediate_values[1] < 1.0 and sorted(retry.intermediate_values) == [1, 2]
+    assert retry.state == TrialState.COMPLETE
     assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 3
 
     before = len(trials)
@@ -116,10 +147,9 @@ def test_two_searches_in_two_processes_share_one_study_in_postgresql(tiny_params
 
     from conftest import postgres_database
 
+    tiny_params["classify"]["train"]["epochs"] = 1  # one-epoch trials: this test is about the shared study
     with postgres_database("lifecycle_optuna") as database:
-        params = with_tuning(
-            tiny_params, trials=4, parallel=1, epochs=1, heartbeat_seconds=2, storage=f"postgresql://{database}"
-        )
+        params = with_tuning(tiny_params, trials=4, parallel=1, heartbeat_seconds=2, storage=f"postgresql://{database}")
         task = make_task(params)
         search = Search(
             "classify", task.cfg.model_dump(mode="json", by_alias=True), str(prepared.root), study_name(task, prepared)
@@ -157,7 +187,9 @@ def test_two_searches_in_two_processes_share_one_study_in_postgresql(tiny_params
         before = len(trials)
         tune(task, prepared)  # a third search finds the budget spent and the study complete: it runs nothing
         assert len(open_study(search, task).trials) == before
-        assert load_overrides(prepared.tuned) == open_study(search, task).best_trial.params
+        decided = yaml.safe_load(prepared.tuned.read_text())
+        best = open_study(search, task).best_trial
+        assert decided["overrides"] == (best.params if decided["decision"] == "tuned" else {}), decided
 
 
 @pytest.mark.slow
@@ -188,6 +220,15 @@ def test_search_space_errors_name_the_key(tiny_params):
     bad["classify"]["tune"]["space"] = {"train.lr": {"low": 0.1, "high": 0.01}}
     with pytest.raises(ConfigError, match=r"low \(0.1\) must be below high"):
         parse_params(bad)
+    bad["classify"]["tune"]["space"] = {"train.lr": {"low": 0.02, "high": 0.1}}  # params.yaml's lr is 0.01
+    with pytest.raises(ConfigError, match=r"tune.space\['train.lr'\] does not contain params.yaml's train.lr = 0.01"):
+        parse_params(bad)
+    bad["classify"]["tune"] |= {"space": SPACE, "min_epochs": 3}
+    with pytest.raises(ConfigError, match=r"tune.min_epochs \(3\) must not exceed train.epochs \(2\)"):
+        parse_params(bad)
+    bad["classify"]["tune"] |= {"min_epochs": 1, "epochs": 2}
+    with pytest.raises(ConfigError, match=r"tune.epochs is retired: trials now run up to train.epochs"):
+        parse_params(bad)
 
 
 def test_tuned_file_errors_name_the_file(tmp_path):
@@ -197,3 +238,22 @@ def test_tuned_file_errors_name_the_file(tmp_path):
     tuned.write_text(yaml.safe_dump({"overrides": ["train.lr"]}))
     with pytest.raises(ConfigError, match="tuned.yaml: 'overrides' must be a mapping"):
         load_overrides(tuned)
+
+
+def test_the_study_is_named_after_the_search_definition(tiny_params, tmp_path):
+    """Rungs, space and the trials' length (train.epochs) define the study; the budget and min_delta do not."""
+    from lifecycle.paths import TaskPaths
+
+    paths = TaskPaths(tmp_path, "classify")
+    paths.split_manifest.parent.mkdir(parents=True)
+    paths.split_manifest.write_text('{"path": "a.png", "split": "train"}\n')
+
+    def name(**tune_cfg: Any) -> str:
+        return study_name(make_task(with_tuning(copy.deepcopy(tiny_params), **tune_cfg)), paths)
+
+    same = {name(), name(trials=9, parallel=1, min_delta=0.5)}
+    assert len(same) == 1
+    other = {name(min_epochs=2), name(reduction_factor=2), name(space={"train.lr": SPACE["train.lr"]})}
+    tiny_params["classify"]["train"]["epochs"] = 3
+    other.add(name())
+    assert len(other) == 4 and not other & same

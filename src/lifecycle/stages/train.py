@@ -30,6 +30,7 @@ from lifecycle.runtime import configure_logging
 from lifecycle.stepplan import plan_steps
 from lifecycle.tasks import Task, build_task
 from lifecycle.trainer import EpochLog, Trainer
+from lifecycle.tuning import tuning_decision
 
 log = logging.getLogger(__name__)
 PREVIEW_SAMPLES = 32
@@ -105,7 +106,9 @@ def train(task: Task, paths: TaskPaths) -> dict[str, Any]:
     if task.cfg.train.distributed.world_size > 1 and not distributed.active():
         return train_distributed(task, paths)
     main = distributed.is_main()
-    tuned = load_overrides(paths.tuned)
+    tuned, tuning = load_overrides(paths.tuned), tuning_decision(paths.tuned)
+    if main:
+        log.info("%s trains with %s", task.name, tuning)
     task = task.with_config(with_overrides(task.cfg, tuned))
     cfg = task.cfg.train
     seed_everything(cfg.seed)
@@ -146,6 +149,7 @@ def train(task: Task, paths: TaskPaths) -> dict[str, Any]:
         "val_samples": len(val_set),
         "samples_per_second": float(np.median([h.samples_per_second for h in result.history])),
         "tuned": tuned,
+        "tuning": tuning,
         "model": task.cfg.model.model_dump(mode="json"),
         "initial_weights": loaded,
         "steps": plan.as_dict(),

@@ -1,21 +1,18 @@
 """Tune: an Optuna study over the search space the task declares in params.yaml (`tune.space`), with a TPE
-sampler and a median pruner fed the validation metric after every epoch. Each trial is a Prefect task, so the
-configured task runner runs them in parallel: threads, or a Dask cluster. The study lives in SQLite under the
-task's model directory, or in the database `tune.storage` names (PostgreSQL: searches on several machines share one
-study and its trial budget), so an interrupted search resumes where it stopped; the best values go to a
-DVC-tracked file that the train stage applies over params.yaml."""
+sampler; trials are stopped early by successive halving and the promising ones run to train.epochs, the horizon the
+final model trains for (see lifecycle.stages.study). Each trial is a Prefect task, so the configured task runner
+runs them in parallel: threads, or a Dask cluster; an interrupted search resumes where it stopped. Trial 0 is
+params.yaml's own values, run to the end: the tuned values go to the DVC-tracked file the train stage applies over
+params.yaml only when the best trial beats trial 0 on validation by at least `tune.min_delta`; otherwise that file
+has no overrides. The decision and both values are in the file and the stage's report."""
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import socket
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -24,11 +21,26 @@ from prefect import flow, get_run_logger, task
 from prefect.futures import wait
 
 from lifecycle.atomic import atomic_path, write_json, write_text
-from lifecycle.config import value_at, with_overrides
+from lifecycle.config import with_overrides
 from lifecycle.figures import pyplot, save_figure
 from lifecycle.paths import TaskPaths
-from lifecycle.stages.train import build_loaders, fingerprint, run_fingerprint, seed_everything
-from lifecycle.tasks import Task, build_task
+from lifecycle.stages.study import (
+    BASELINE,
+    RUNG_SEEN,
+    Search,
+    await_baseline,
+    budget_left,
+    fail_stale_trials,
+    finished_trials,
+    open_study,
+    prepare_study,
+    rung_epochs,
+    study_lock,
+    study_name,
+    study_storage,
+)
+from lifecycle.stages.train import build_loaders, run_fingerprint, seed_everything
+from lifecycle.tasks import Task
 from lifecycle.trainer import Trainer
 
 if TYPE_CHECKING:
@@ -36,146 +48,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 TUNED_HEADER = "# Written by `lifecycle tune`; the train stage applies `overrides` over params.yaml.\n"
-
-
-@dataclass(frozen=True)
-class Search:
-    """What a trial needs to find its study and data; plain values, so Dask can ship it to a worker process."""
-
-    task: str
-    config: dict[str, Any]  # the task's section of params.yaml, as JSON
-    root: str
-    study_name: str
-
-    def build_task(self) -> Task:
-        return build_task(self.task, self.config)
-
-    @property
-    def paths(self) -> TaskPaths:
-        return TaskPaths(Path(self.root), self.task)
-
-
-def study_name(task: Task, paths: TaskPaths) -> str:
-    """Same search definition, model/train settings and data -> same study (resumed or extended)."""
-    cfg = task.cfg
-    definition = {
-        "tune": cfg.tune.fingerprint_fields(),
-        "model": cfg.model.model_dump(mode="json"),
-        "train": cfg.train.model_dump(mode="json"),
-    }
-    return f"{task.name}-{fingerprint(definition, paths.split_manifest)[:12]}"
-
-
-def study_storage(search: Search, task: Task) -> Any:
-    """Optuna's RDB storage: `tune.storage` (a database several searches share) or SQLite under the task's model
-    directory. Running trials record a heartbeat; one silent for 3 heartbeats was interrupted (its process died)
-    and is failed and queued again once, by whichever search notices first."""
-    import optuna
-    from optuna.exceptions import ExperimentalWarning
-
-    cfg = task.cfg.tune
-    engine: dict[str, Any]
-    if cfg.storage:
-        url, engine = cfg.storage, {"pool_pre_ping": True}
-    else:
-        search.paths.study.parent.mkdir(parents=True, exist_ok=True)
-        url, engine = f"sqlite:///{search.paths.study}", {"connect_args": {"timeout": 60}}  # parallel writers wait
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExperimentalWarning)  # heartbeats are experimental since Optuna 2.9
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine,
-            heartbeat_interval=cfg.heartbeat_seconds,
-            grace_period=3 * cfg.heartbeat_seconds,
-            heartbeat_stale_trial_callback=retry_once,
-        )
-
-
-def retry_once(study: Any, trial: Any) -> None:
-    """An interrupted trial runs again with the same values, once (a retry interrupted again is left failed)."""
-    if "retry_of" in trial.user_attrs:
-        log.warning(
-            "trial %d, a retry of trial %d, was interrupted too; not retried",
-            trial.number,
-            trial.user_attrs["retry_of"],
-        )
-        return
-    log.warning("trial %d was interrupted; it runs again with the same values", trial.number)
-    study.enqueue_trial(trial.params, user_attrs={**trial.user_attrs, "retry_of": trial.number})
-
-
-def open_study(search: Search, task: Task, worker: int = 0, create: bool = False, storage: Any = None) -> Any:
-    import optuna
-
-    cfg = task.cfg.tune
-    storage = storage or study_storage(search, task)
-    sampler = optuna.samplers.TPESampler(
-        seed=cfg.seed + worker, n_startup_trials=cfg.sampler_startup_trials, constant_liar=True
-    )  # constant_liar: running trials count as bad guesses, so parallel workers spread out
-    pruner = optuna.pruners.MedianPruner(
-        n_startup_trials=cfg.pruner_startup_trials, n_warmup_steps=cfg.pruner_warmup_epochs
-    )
-    direction = task.goal.direction
-    if create:
-        return optuna.create_study(
-            storage=storage,
-            study_name=search.study_name,
-            direction=direction,
-            sampler=sampler,
-            pruner=pruner,
-            load_if_exists=True,
-        )
-    return optuna.load_study(study_name=search.study_name, storage=storage, sampler=sampler, pruner=pruner)
-
-
-def prepare_study(search: Search, task: Task) -> Any:
-    """Create or reopen the study. A new one starts with params.yaml's values as its first trial (the baseline
-    that tuning must beat); trials whose search was interrupted are failed and queued again (see study_storage)."""
-    study = open_study(search, task, create=True)
-    if not study.trials:
-        defaults = {key: value_at(task.cfg, key) for key in task.cfg.tune.space}
-        if all(_within(dim, defaults[key]) for key, dim in task.cfg.tune.space.items()):
-            study.enqueue_trial(defaults, user_attrs={"baseline": True})
-        else:
-            log.warning("params.yaml's values lie outside tune.space; the study has no baseline trial")
-    fail_stale_trials(study)
-    return study
-
-
-def fail_stale_trials(study: Any) -> None:
-    import optuna
-    from optuna.exceptions import ExperimentalWarning
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
-
-
-@contextmanager
-def exclusive(lock_file: Path) -> Iterator[None]:
-    """An exclusive lock between threads and processes on this machine (each call opens its own descriptor)."""
-    with lock_file.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _within(dim: Any, value: Any) -> bool:
-    return value in dim.choices if dim.choices is not None else dim.low <= value <= dim.high
-
-
-def finished_trials(study: Any) -> int:
-    from optuna.trial import TrialState
-
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+PARAMS_YAML, TUNED = "params.yaml", "tuned"  # the decisions: which values the train stage uses
 
 
 @task(task_run_name="trial-{index}")
 def run_trial(search: Search, index: int) -> dict[str, Any]:
-    """Ask the study for values, train with them for `tune.epochs` epochs, tell the study the result. Searches
-    sharing the study share its budget: none is asked once `tune.trials` trials are finished or running."""
+    """Ask the study for values, train with them as the train stage would (up to train.epochs, unless the pruner
+    stops the trial), tell the study the result. Searches sharing the study share its budget: none is asked once
+    `tune.trials` trials are finished or running."""
     import optuna
     from optuna.storages._heartbeat import get_heartbeat_thread
     from optuna.trial import TrialState
@@ -183,23 +63,19 @@ def run_trial(search: Search, index: int) -> dict[str, Any]:
     base = search.build_task()
     storage = study_storage(search, base)
     study = open_study(search, base, worker=index, storage=storage)
-    # SQLite ignores Optuna's row locks: searches on this machine take turns; a server database locks rows itself
-    lock = nullcontext() if base.cfg.tune.storage else exclusive(search.paths.study.with_suffix(".lock"))
-    with lock:
+    with study_lock(search, base):
         fail_stale_trials(study)
-        if not _budget_left(study, base.cfg.tune.trials):
+        if not budget_left(study, base.cfg.tune.trials):
             return {"number": None, "state": "SKIPPED", "params": {}}
         with warnings.catch_warnings():  # Optuna expects heartbeats with study.optimize; run_trial is its loop
             warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
             trial = study.ask({key: dim.distribution() for key, dim in base.cfg.tune.space.items()})
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-    trial_cfg = with_overrides(
-        base.cfg, {**trial.params, "train.epochs": base.cfg.tune.epochs, "train.progress": False}
-    )
+    trial_cfg = with_overrides(base.cfg, {**trial.params, "train.progress": False})
     started = time.perf_counter()
     try:
         with get_heartbeat_thread(trial._trial_id, storage):  # what study.optimize runs around each trial
-            value = fit_trial(base.with_config(trial_cfg), search.paths, trial)
+            value = fit_trial(search, base.with_config(trial_cfg), trial)
     except optuna.TrialPruned as pruned:
         study.tell(trial, state=TrialState.PRUNED)
         get_run_logger().info("trial %d pruned (%s): %s", trial.number, pruned, trial.params)
@@ -214,32 +90,35 @@ def run_trial(search: Search, index: int) -> dict[str, Any]:
     return {"number": trial.number, "state": "COMPLETE", "value": value, "params": trial.params}
 
 
-def _budget_left(study: Any, trials: int) -> bool:
-    """A queued trial (the baseline, a retry) always runs; a new one only while finished + running < trials."""
-    from optuna.trial import TrialState
-
-    states = [t.state for t in study.get_trials(deepcopy=False)]
-    used = sum(s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING) for s in states)
-    return TrialState.WAITING in states or used < trials
-
-
-def fit_trial(task: Task, paths: TaskPaths, trial: Any) -> float:
+def fit_trial(search: Search, task: Task, trial: Any) -> float:
     """The train stage's loop on the trial's config; reports each epoch's validation metric so the pruner can
-    stop a hopeless trial. An interrupted trial resumes from its checkpoint when it is run again."""
+    stop a trial at a rung. The baseline is never stopped: the pruner only records its values, which the other
+    trials wait for at each rung. An interrupted trial resumes from its checkpoint when it is run again."""
     import optuna
 
+    paths, cfg = search.paths, task.cfg.tune
     seed_everything(task.cfg.train.seed)
     task, train_loader, val_loader = build_loaders(task, paths)
     fingerprint = run_fingerprint(task, paths)
     # Named after the first attempt, so a trial queued again after an interruption resumes its checkpoint.
     checkpoint = paths.trial_checkpoints / f"trial-{trial.user_attrs.get('retry_of', trial.number)}.pt"
+    baseline = bool(trial.user_attrs.get(BASELINE))
+    rungs = rung_epochs(cfg.min_epochs, cfg.reduction_factor, task.cfg.train.epochs)
 
     def report(entry: Any) -> None:
         value = entry.val_metrics[task.goal.metric]
         trial.report(value, entry.epoch)
+        trial.set_user_attr("epochs", entry.epoch)
+        if baseline:
+            trial.should_prune()  # records the rung values the other trials are measured against; never obeyed
+            trial.set_user_attr(RUNG_SEEN, entry.epoch)
+            return
+        if entry.epoch in rungs:
+            await_baseline(search, task, trial.study, entry.epoch)
         if trial.should_prune():
             raise optuna.TrialPruned(
-                f"val {task.goal.metric} {value:.4f} at epoch {entry.epoch} is worse than the median of earlier trials"
+                f"val {task.goal.metric} {value:.4f} at epoch {entry.epoch} is not among the best "
+                f"1/{cfg.reduction_factor} of the trials measured there"
             )
 
     try:
@@ -296,7 +175,7 @@ def tune(task: Task, paths: TaskPaths) -> dict[str, Any]:
     cfg = task.cfg.tune
     if not cfg.enabled or not cfg.space:
         reason = "tune.enabled is false" if not cfg.enabled else "tune.space is empty"
-        write_tuned(paths, {"overrides": {}, "reason": reason})
+        write_tuned(paths, {"decision": PARAMS_YAML, "reason": f"params.yaml's values: {reason}", "overrides": {}})
         out = paths.reports("tune")
         write_text(out / "trials.csv", "number,state,value\n")  # DVC expects every declared output
         write_text(out / "figures" / "README.txt", f"No search was run: {reason}.\n")
@@ -313,35 +192,59 @@ def write_tuned(paths: TaskPaths, content: dict[str, Any]) -> None:
     write_text(paths.tuned, TUNED_HEADER + yaml.safe_dump(content, sort_keys=False))
 
 
-def write_results(search: Search, task: Task, study: Any, failed: list[str | None], seconds: float) -> dict[str, Any]:
-    """tuned.yaml (the best values), summary.json, trials.csv and the history/importance plots."""
+def decide(task: Task, study: Any) -> dict[str, Any]:
+    """Tuned values or params.yaml's: the tuned ones only when the best trial (one that ran the whole train.epochs)
+    beats trial 0 (params.yaml's values, always run to the end) on validation by at least tune.min_delta."""
     from optuna.trial import TrialState
 
-    paths = search.paths
+    min_delta, metric = task.cfg.tune.min_delta, f"val_{task.goal.metric}"
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not complete:
-        raise RuntimeError(f"tune: no trial of study {search.study_name} completed; failures: {failed or 'none'}")
     best = study.best_trial
-    baseline = next((t for t in complete if t.user_attrs.get("baseline")), None)
-    metric = f"val_{task.goal.metric}"
+    baseline = next((t for t in complete if t.user_attrs.get(BASELINE)), None)
+    numbers = {"best_trial": best.number, f"best_{metric}": best.value, "best_params": best.params}
+    keep = {"decision": PARAMS_YAML, "overrides": {}}
+    if baseline is None:
+        reason = "trial 0 (params.yaml's values) did not finish, so no tuned values are shown to beat them"
+        return {**keep, "reason": f"params.yaml's values: {reason}", **numbers}
+    gain = task.goal.gain(best.value, baseline.value)
+    numbers |= {f"baseline_{metric}": baseline.value, "gain_over_baseline": gain, "min_delta": min_delta}
+    ran = f"{len(complete) - 1} other trial(s) ran to the end"
+    if best.number == baseline.number:
+        reason = f"params.yaml's values: their trial 0 is the best trial, {metric} {baseline.value:.4f}; {ran}"
+        return {**keep, "reason": reason, **numbers}
+    versus = f"trial {best.number}'s {metric} {best.value:.4f} vs trial 0's (params.yaml's values) {baseline.value:.4f}"
+    if gain > 0 and gain >= min_delta:
+        reason = f"tuned values: {versus}, a gain of {gain:.4f} >= tune.min_delta {min_delta}"
+        return {"decision": TUNED, "reason": reason, "overrides": best.params, **numbers}
+    reason = f"params.yaml's values: {versus}, a gain of {gain:.4f} short of tune.min_delta {min_delta} (or not > 0)"
+    return {**keep, "reason": reason, **numbers}
+
+
+def write_results(search: Search, task: Task, study: Any, failed: list[str | None], seconds: float) -> dict[str, Any]:
+    """tuned.yaml (the decision and the values train applies), summary.json, trials.csv and the plots."""
+    from optuna.trial import TrialState
+
+    paths, cfg = search.paths, task.cfg.tune
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        raise RuntimeError(f"tune: no trial of study {search.study_name} completed; failures: {failed or 'none'}")
+    decision = decide(task, study)
     states = [t.state.name.lower() for t in study.trials]
     summary = {
         "enabled": True,
         "study": search.study_name,
-        "runner": task.cfg.tune.runner,
-        "epochs_per_trial": task.cfg.tune.epochs,
+        "runner": cfg.runner,
+        **decision,
+        "max_epochs": task.cfg.train.epochs,
+        "rungs": rung_epochs(cfg.min_epochs, cfg.reduction_factor, task.cfg.train.epochs),
+        "epochs_run": sum(t.user_attrs.get("epochs", 0) for t in study.trials),
         "trials": len(study.trials),
         **{state: states.count(state) for state in ("complete", "pruned", "fail")},
-        "best_trial": best.number,
-        f"best_{metric}": best.value,
-        "best_params": best.params,
-        f"baseline_{metric}": baseline.value if baseline else None,
-        "gain_over_baseline": task.goal.gain(best.value, baseline.value) if baseline else None,
         "seconds": round(seconds, 1),
         "failures_this_run": failed,
     }
+    log.info("%s tune: %s", task.name, decision["reason"])
     out = paths.reports("tune")
-    write_tuned(paths, {"study": search.study_name, "trial": best.number, metric: best.value, "overrides": best.params})
+    write_tuned(paths, {"study": search.study_name, **decision})
     with atomic_path(out / "trials.csv") as tmp:
         study.trials_dataframe(attrs=("number", "state", "value", "params", "duration", "user_attrs")).to_csv(
             tmp, index=False

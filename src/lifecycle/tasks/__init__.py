@@ -14,11 +14,10 @@ from lifecycle.config import (
     PromoteConfig,
     Strict,
     TrainConfig,
-    TuneConfig,
-    check_search_space,
 )
 from lifecycle.operations import ServeConfig
 from lifecycle.tasks.parts import Task, TaskSpec
+from lifecycle.tuning import TuneConfig, check_search_space
 
 BUILTIN = ("classify", "detect", "ocr", "asr")  # packages under lifecycle.tasks, imported on first lookup
 _REGISTRY: dict[str, TaskSpec] = {}
