@@ -33,7 +33,7 @@ DEFAULT_FAMILIES = {
 class OcrCollect(Strict):
     charset: str = Field(DEFAULT_CHARSET, min_length=1, description="the characters a label may hold")
     embedded: bool = Field(True, description="render lines with the fonts inside installed packages (and Pillow's)")
-    lines: int = Field(7_500, ge=1, description="rendered lines, shared out by the split ratios")
+    lines: int = Field(10_000, ge=1, description="rendered lines, shared out by the split ratios")
     seed: int = 0
     min_chars: int = Field(3, ge=1)
     max_chars: int = Field(16, ge=1)
