@@ -1,32 +1,27 @@
-"""Text-line images rendered with the fonts that ship inside the matplotlib wheel (and Pillow's built-in font),
-for the `ocr` task. Fonts are found through matplotlib's font manager and kept only when they live in
-matplotlib's own data folder: the system's fonts never enter, so the data set is the same on every machine.
+"""Text-line images rendered with the fonts that ship inside the installed Python distributions (and Pillow's
+built-in font), for the `ocr` task; `lifecycle.sources.fonts` finds them, never among the system's fonts.
 
 A line is a word group, a number, a date, a code or a random string over the charset, rendered in one face of
-one family at a random size, letter spacing and stroke, slightly rotated and in perspective, composited on a
-textured background at a random contrast, then blurred, noised and (for some) JPEG-compressed. The family
-decides the split (the params name the families of each split), so a test split of held-out families
-measures how the model reads fonts it never saw."""
+one family at a random size, letter spacing and weight, stretched or condensed, slanted, slightly rotated and
+in perspective, composited on a textured background at a random contrast, then blurred, noised, binarised (a
+few) and JPEG-compressed (some). The family decides the split (the params name the families of each split),
+so a test split of held-out families measures how the model reads fonts it never saw; the shape changes stand
+in for the faces no wheel ships (condensed, wide, bolder, slanted)."""
 
 from __future__ import annotations
 
 import io
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
 from typing import cast
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from lifecycle.samples import RawSample
+from lifecycle.sources.fonts import FontFace, text_faces
 
 DEFAULT_CHARSET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,:;-'!?()/&%#"
-PILLOW_FAMILY = "Pillow"  # Pillow's built-in font (Aileron Regular), scalable since Pillow 10.1
-# Faces in matplotlib's folder that are not text: math and symbol fonts map the ASCII codes to other glyphs
-# (cmmi10's '(' is a harpoon), Last Resort draws a placeholder for every character.
-NOT_TEXT = frozenset({"cmex10", "cmmi10", "cmsy10", "Last Resort High-Efficiency"})
 
 WORDS = (
     "the of and to in is for on with as by at from or an be this that are was not but all can had her one our out "
@@ -52,18 +47,6 @@ MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", 
 
 
 @dataclass(frozen=True)
-class FontFace:
-    family: str
-    style: str  # e.g. "normal 400", "italic 700"
-    path: Path | None  # None: Pillow's built-in font
-
-    def load(self, size: int) -> ImageFont.FreeTypeFont:
-        if self.path is None:
-            return cast(ImageFont.FreeTypeFont, ImageFont.load_default(size))  # FreeType is available
-        return ImageFont.truetype(str(self.path), size)
-
-
-@dataclass(frozen=True)
 class LineStyle:
     """How lines are rendered and degraded."""
 
@@ -74,39 +57,12 @@ class LineStyle:
     max_rotation: float = 2.0  # degrees
     max_perspective: float = 0.04  # corner displacement, as a share of the line height
     jpeg_share: float = 0.5
-
-
-@cache
-def text_faces() -> Mapping[str, tuple[FontFace, ...]]:
-    """Every text face that ships inside the matplotlib wheel, by family, plus Pillow's built-in font."""
-    import matplotlib
-    from matplotlib import font_manager
-
-    own = Path(matplotlib.get_data_path()).resolve()
-    families: dict[str, list[FontFace]] = {}
-    for entry in sorted(font_manager.fontManager.ttflist, key=lambda e: e.fname):
-        path = Path(entry.fname).resolve()
-        if own in path.parents and entry.name not in NOT_TEXT:
-            families.setdefault(entry.name, []).append(FontFace(entry.name, f"{entry.style} {entry.weight}", path))
-    families[PILLOW_FAMILY] = [FontFace(PILLOW_FAMILY, "normal 400", None)]
-    return {name: tuple(faces) for name, faces in sorted(families.items())}
-
-
-def missing_characters(face: FontFace, charset: str) -> str:
-    """The characters of `charset` the face has no glyph for (space needs none): from the font's character map,
-    or for Pillow's built-in font (no file to read it from) from whether the character leaves ink."""
-    if face.path is None:
-        font = face.load(24)
-        return "".join(c for c in charset if c != " " and font.getmask(c).getbbox() is None)
-    charmap = _charmap(str(face.path))
-    return "".join(c for c in charset if c != " " and ord(c) not in charmap)
-
-
-@cache
-def _charmap(path: str) -> frozenset[int]:
-    from matplotlib.ft2font import FT2Font
-
-    return frozenset(FT2Font(path).get_charmap())
+    max_stretch: float = 1.3  # width scaled by a factor in [1/max_stretch, max_stretch] (log-uniform)
+    slant_share: float = 0.3  # lines sheared as a synthetic italic (or back-slant, a fifth of them)
+    max_slant: float = 0.25  # horizontal shift per unit of height
+    bold_share: float = 0.2  # lines drawn with a 1-px stroke around the glyphs (bolder)
+    binarize_share: float = 0.1  # lines thresholded to two levels, as from a fax or a cheap scanner
+    clean_share: float = 0.15  # lines as a screen renders them: flat paper, dark ink, no blur, no noise
 
 
 def random_text(rng: np.random.Generator, charset: str, style: LineStyle) -> str:
@@ -178,13 +134,27 @@ def render_line(text: str, face: FontFace, rng: np.random.Generator, style: Line
     size = int(rng.integers(style.min_font_px, style.max_font_px + 1))
     font = face.load(size)
     spacing = float(rng.choice([0.0, 0.0, rng.uniform(-0.04, 0.15)])) * size
-    stroke = int(rng.random() < 0.15 and size >= 24)
+    stroke = int(rng.random() < style.bold_share and size >= 20)
     coverage, margin = _text_coverage(text, font, spacing, stroke)
+    coverage = _stretch(coverage, rng, style)
     coverage = _warp(coverage, margin, rng, style)
+    if rng.random() < style.clean_share:
+        paper, ink = float(rng.uniform(225, 256)), float(rng.uniform(0, 60))
+        return np.round(paper + (ink - paper) * np.asarray(coverage, dtype=np.float32) / 255.0).astype(np.uint8)
     image = _composite(coverage, rng)
     image = image.filter(ImageFilter.GaussianBlur(float(rng.uniform(0, 1.0)))) if rng.random() < 0.5 else image
     pixels = np.asarray(image, dtype=np.float32) + rng.normal(0, rng.uniform(0, 10), (image.height, image.width))
+    if rng.random() < style.binarize_share:
+        pixels = np.where(pixels > (pixels.min() + pixels.max()) / 2, 255.0, 0.0)
     return np.clip(pixels, 0, 255).astype(np.uint8)
+
+
+def _stretch(coverage: Image.Image, rng: np.random.Generator, style: LineStyle) -> Image.Image:
+    """Condense or widen the glyphs: the proportions of faces no wheel ships."""
+    if style.max_stretch <= 1:
+        return coverage
+    factor = float(np.exp(rng.uniform(-1, 1) * np.log(style.max_stretch)))
+    return coverage.resize((max(1, round(coverage.width * factor)), coverage.height), Image.Resampling.BICUBIC)
 
 
 def _text_coverage(text: str, font: ImageFont.FreeTypeFont, spacing: float, stroke: int) -> tuple[Image.Image, int]:
@@ -207,22 +177,25 @@ def _text_coverage(text: str, font: ImageFont.FreeTypeFont, spacing: float, stro
 
 
 def _warp(coverage: Image.Image, margin: int, rng: np.random.Generator, style: LineStyle) -> Image.Image:
-    """Rotate slightly, skew in perspective, then crop: the ink's columns plus a little, the line box's rows."""
-    if style.max_rotation:
-        coverage = coverage.rotate(
-            float(rng.uniform(-style.max_rotation, style.max_rotation)), Image.Resampling.BICUBIC
-        )
-    if style.max_perspective:
-        w, h = coverage.size
-        d = style.max_perspective * h
-        corners = [
-            (float(x + rng.uniform(-d, d)), float(y + rng.uniform(-d, d))) for x, y in ((0, 0), (0, h), (w, h), (w, 0))
-        ]
-        coverage = coverage.transform(
-            coverage.size, Image.Transform.QUAD, [c for xy in corners for c in xy], Image.Resampling.BICUBIC
-        )
+    """Slant some lines (forward mostly, as an italic), rotate slightly and skew in perspective, in one
+    resampling; then crop: the ink's columns plus up to half the font size of paper either side (a reader sees
+    lines cut tightly and loosely), the line box's rows."""
+    w, h = coverage.size
+    slant = 0.0
+    if rng.random() < style.slant_share:
+        slant = float(rng.uniform(0.3, 1.0) * style.max_slant) * (-1 if rng.random() < 0.2 else 1)
+    angle = np.deg2rad(rng.uniform(-style.max_rotation, style.max_rotation)) if style.max_rotation else 0.0
+    out_w = round(w + abs(slant) * h)
+    cos, sin, d = float(np.cos(angle)), float(np.sin(angle)), style.max_perspective * h
+    corners = []
+    for x, y in ((0, 0), (0, h), (out_w, h), (out_w, 0)):  # where each output corner samples the input
+        dx, dy = x - out_w / 2, y - h / 2
+        dx, dy = cos * dx - sin * dy, sin * dx + cos * dy
+        jitter = rng.uniform(-d, d, 2) if d else np.zeros(2)
+        corners += [float(w / 2 + dx + slant * dy + jitter[0]), float(h / 2 + dy + jitter[1])]
+    coverage = coverage.transform((out_w, h), Image.Transform.QUAD, corners, Image.Resampling.BICUBIC)
     ink = coverage.getbbox() or (0, 0, coverage.width, coverage.height)
-    pad_x = [int(rng.integers(1, max(2, margin // 2 + 1))) for _ in range(2)]
+    pad_x = [int(rng.integers(1, max(2, margin + 1))) for _ in range(2)]
     pad_y = [int(rng.integers(0, max(1, margin // 3 + 1))) for _ in range(2)]
     box = (
         max(0, ink[0] - pad_x[0]),
@@ -269,15 +242,15 @@ def rendered_lines(
     seed: int,
     style: LineStyle = LineStyle(),
 ) -> Iterator[RawSample]:
-    """`count` lines, each split's share rendered in that split's families (faces drawn evenly), the family as
-    the sample's group and its split decided here."""
+    """`count` lines, each split's share rendered in that split's families (families drawn evenly, then the
+    faces of each in turn), the family as the sample's group and its split decided here."""
     faces = text_faces()
     for split, names in families.items():
-        pool = [face for name in names for face in faces[name]]
         n = round(count * shares[split])
         rng = np.random.default_rng([seed, sum(map(ord, split))])
         for i in range(n):
-            face = pool[i % len(pool)]
+            family = faces[names[i % len(names)]]
+            face = family[(i // len(names)) % len(family)]
             text = random_text(rng, charset, style)
             data, suffix = encode_line(render_line(text, face, rng, style), rng, style)
             yield RawSample(

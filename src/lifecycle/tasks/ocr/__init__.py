@@ -1,5 +1,5 @@
-"""Task `ocr`: text-line recognition (default data: lines rendered with the fonts inside the matplotlib wheel, the
-test split in font families training never sees; bring your own as a folder with a `labels.tsv`).
+"""Task `ocr`: text-line recognition (default data: lines rendered with the fonts inside installed Python packages,
+the test split in font families training never sees; bring your own as a folder with a `labels.tsv`).
 
 Two models share one line encoder (a CRNN: convolutions, then a bidirectional LSTM along the line): CTC (one
 output per frame, aligned by the loss) and an attention decoder (one character per step, teacher-forced in
@@ -64,7 +64,7 @@ SPEC = register_task(
             inputs="One image of a single horizontal line of text (any format Pillow reads), scaled to 32 px high.",
             known_limits=(
                 (
-                    "Trained only on lines rendered with the fonts inside the matplotlib wheel (and Pillow's font): "
+                    "Trained only on lines rendered with the fonts inside installed Python packages (and Pillow's font): "
                     "never on handwriting, scanned documents or photographs of text."
                 ),
                 (

@@ -13,7 +13,18 @@ from lifecycle.sources.textlines import DEFAULT_CHARSET, LineStyle
 from lifecycle.splitting import SPLITS
 
 DEFAULT_FAMILIES = {
-    "train": ["DejaVu Sans", "DejaVu Sans Mono", "STIXGeneral", "cmr10", "cmb10", "cmti10", "cmtt10"],
+    "train": [
+        "DejaVu Sans",
+        "DejaVu Sans Mono",
+        "Geist",
+        "Geist Mono",
+        "HK Grotesk",
+        "STIXGeneral",
+        "cmr10",
+        "cmb10",
+        "cmti10",
+        "cmtt10",
+    ],
     "val": ["cmss10", "Pillow"],
     "test": ["DejaVu Serif"],
 }
@@ -21,8 +32,8 @@ DEFAULT_FAMILIES = {
 
 class OcrCollect(Strict):
     charset: str = Field(DEFAULT_CHARSET, min_length=1, description="the characters a label may hold")
-    embedded: bool = Field(True, description="render lines with the fonts shipped inside matplotlib (and Pillow's)")
-    lines: int = Field(7_500, ge=1, description="rendered lines, shared out by the split ratios")
+    embedded: bool = Field(True, description="render lines with the fonts inside installed packages (and Pillow's)")
+    lines: int = Field(10_000, ge=1, description="rendered lines, shared out by the split ratios")
     seed: int = 0
     min_chars: int = Field(3, ge=1)
     max_chars: int = Field(16, ge=1)
@@ -45,7 +56,7 @@ class OcrCollect(Strict):
 
     @model_validator(mode="after")
     def _families_render_the_charset(self) -> OcrCollect:
-        from lifecycle.sources.textlines import missing_characters, text_faces
+        from lifecycle.sources.fonts import missing_characters, text_faces
 
         if self.min_chars > self.max_chars or self.min_font_px > self.max_font_px:
             raise ValueError("min_chars/min_font_px must not exceed max_chars/max_font_px")
@@ -59,8 +70,8 @@ class OcrCollect(Strict):
             for name in names:
                 if name not in faces:
                     raise ValueError(
-                        f"families.{split}: no text font family '{name}' in matplotlib (or Pillow's "
-                        f"built-in 'Pillow'); available: {sorted(faces)}"
+                        f"families.{split}: no text font family '{name}' in the installed Python packages (or "
+                        f"Pillow's built-in 'Pillow'); available: {sorted(faces)}"
                     )
                 for face in faces[name]:
                     if missing := missing_characters(face, self.charset):

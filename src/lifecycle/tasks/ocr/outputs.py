@@ -26,9 +26,12 @@ class OcrOutputs(Outputs):
         return text_of(target, self.charset)
 
     def read(self, outputs: dict[str, torch.Tensor]) -> list[tuple[str, float]]:
-        """Each line's text and the probability of the decoded path."""
+        """Each line's text and the probability of the decoded path. The text's spaces are normalised as a
+        label's are (none leading or trailing, one between words): paper beside the text reads as nothing."""
         decoded = greedy_ctc(outputs) if self.cfg.model.decoder == "ctc" else greedy_attention(outputs)
-        return [("".join(self.charset[c - 1] for c in chars), confidence) for chars, confidence in decoded]
+        return [
+            (" ".join("".join(self.charset[c - 1] for c in chars).split()), confidence) for chars, confidence in decoded
+        ]
 
     def predict(self, outputs: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         return [{"text": text, "confidence": confidence} for text, confidence in self.read(outputs)]

@@ -1,4 +1,4 @@
-"""Where ocr's lines come from: lines rendered with the fonts inside the matplotlib wheel (each split in its own
+"""Where ocr's lines come from: lines rendered with the fonts inside installed Python packages (each split in its own
 font families), a user folder and the landing zone, both a folder of images with a `labels.tsv`."""
 
 from __future__ import annotations
