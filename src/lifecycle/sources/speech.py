@@ -1,13 +1,17 @@
 """Spoken utterances synthesized with eSpeak NG, from the library inside the `espeakng-loader` wheel (no system
 package) through ctypes: digit strings (PINs, phone numbers) and command words, 1-6 words each, in many voices.
 
-A voice (the split's group) is an English accent plus a voice variant, e.g. `en-gb-scotland+f2`; each utterance
-also draws its speaking rate and pitch. eSpeak keeps global state, so synthesis runs in worker processes, one
-synthesizer each."""
+A voice (the split's group) is an accent plus a voice variant, e.g. `en-gb-scotland+f2`: the accent is any language
+eSpeak NG speaks (a non-English one reads the English text with its own sounds: a foreign accent), the variant one
+of the ~100 it ships (formant sets, Klatt voices, whisper ...); `accent+*` stands for every variant no other split
+names. Each utterance also draws its speaking rate, pitch, intonation range and gap between words, and some are
+several phrases joined by pauses (as in a longer recording). eSpeak keeps global state, so synthesis runs in worker
+processes, one synthesizer each."""
 
 from __future__ import annotations
 
 import ctypes
+import itertools
 import multiprocessing
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -23,14 +27,16 @@ DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight"
 COMMANDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 VOCABULARY = DIGITS + COMMANDS
 ESPEAK_RATE = 22_050  # what eSpeak NG synthesizes at
-_RATE, _PITCH = 1, 3  # espeak_PARAMETER: espeakRATE (words per minute), espeakPITCH (0-100)
+# espeak_PARAMETER: espeakRATE (words per minute), espeakPITCH (0-100), espeakRANGE (intonation, 0-100),
+# espeakWORDGAP (pause between words, 10 ms units at the normal rate)
+_RATE, _PITCH, _RANGE, _WORDGAP = 1, 3, 4, 7
 _SYNCHRONOUS = 2  # AUDIO_OUTPUT_SYNCHRONOUS: the callback receives every sample before espeak_Synth returns
 
 
 @dataclass(frozen=True)
 class Prosody:
-    """Ranges each utterance's speaking rate and pitch are drawn from, its length in words, and the silence
-    around the speech."""
+    """Ranges each utterance's speaking rate, pitch, intonation range and word gap are drawn from, its length in
+    words, the silence around the speech, and how often (and how many) phrases are joined into one clip."""
 
     min_words: int = 1
     max_words: int = 6
@@ -39,32 +45,65 @@ class Prosody:
     min_pitch: int = 25  # eSpeak's 0-100 scale (50 is the voice's own)
     max_pitch: int = 75
     max_pad_s: float = 0.3  # leading and trailing silence, each drawn up to this
+    min_range: int = 50  # intonation: eSpeak's 0-100 pitch range (0 monotone, 50 the voice's own)
+    max_range: int = 50
+    max_word_gap: int = 0  # extra pause between words, 10 ms units
+    joined_share: float = 0.0  # share of clips that are 2..max_joined phrases with pauses between
+    max_joined: int = 4
+    max_join_gap_s: float = 1.5
 
 
 @cache
-def english_accents() -> tuple[str, ...]:
-    """The English accents eSpeak NG's data has (en-us, en-gb, en-gb-scotland, ...), lower case."""
+def accents() -> tuple[str, ...]:
+    """Every language eSpeak NG's data has (en-us, en-gb-scotland, de, fr, hi, ...), lower case."""
     import espeakng_loader
 
-    folder = Path(espeakng_loader.get_data_path()) / "lang" / "gmw"
-    return tuple(sorted(p.name.lower() for p in folder.iterdir() if p.name.lower().startswith("en")))
+    folder = Path(espeakng_loader.get_data_path()) / "lang"
+    return tuple(sorted(p.name.lower() for p in folder.rglob("*") if p.is_file()))
+
+
+def english_accents() -> tuple[str, ...]:
+    """The English accents eSpeak NG's data has (en-us, en-gb, en-gb-scotland, ...)."""
+    return tuple(a for a in accents() if a == "en" or a.startswith("en-"))
+
+
+# libespeak-ng 1.52 crashes (SIGSEGV) speaking this variant at a low pitch with a wide intonation range
+UNSTABLE_VARIANTS = frozenset({"Demonic"})
 
 
 @cache
 def voice_variants() -> tuple[str, ...]:
+    """The voice variants eSpeak NG ships, less those that crash it."""
     import espeakng_loader
 
-    return tuple(sorted(p.name for p in (Path(espeakng_loader.get_data_path()) / "voices" / "!v").iterdir()))
+    folder = Path(espeakng_loader.get_data_path()) / "voices" / "!v"
+    return tuple(sorted(p.name for p in folder.iterdir() if p.name not in UNSTABLE_VARIANTS))
 
 
 def voice_problem(voice: str) -> str | None:
-    """Why `voice` (accent+variant) is not a voice eSpeak NG has, or None."""
+    """Why `voice` (accent+variant, or accent+* for every variant) is not a voice eSpeak NG has, or None."""
     accent, plus, variant = voice.partition("+")
-    if accent not in english_accents():
-        return f"'{voice}': no English accent '{accent}' (have {', '.join(english_accents())})"
-    if not plus or variant not in voice_variants():
-        return f"'{voice}': give a variant after '+', one of {', '.join(voice_variants())}"
+    if accent not in accents():
+        return f"'{voice}': eSpeak NG has no language '{accent}' (have {', '.join(accents())})"
+    if not plus or (variant != "*" and variant not in voice_variants()):
+        return f"'{voice}': give a variant after '+' (or * for all), one of {', '.join(voice_variants())}"
     return None
+
+
+def expand_voices(voices: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """Each split's voices with every `accent+*` replaced by that accent with each variant that no split names
+    explicitly (so the splits stay disjoint), interleaved (one voice of each entry in turn) so that utterances
+    dealt out in order reach every accent."""
+    named = {v for names in voices.values() for v in names if not v.endswith("+*")}
+    expanded: dict[str, list[str]] = {}
+    for split, names in voices.items():
+        entries = [
+            [f"{accent}+{v}" for v in voice_variants() if f"{accent}+{v}" not in named] if variant == "*" else [voice]
+            for voice, (accent, _, variant) in ((v, v.partition("+")) for v in names)
+        ]
+        turns = itertools.zip_longest(*entries)
+        expanded[split] = list(dict.fromkeys(v for turn in turns for v in turn if v is not None))
+    return expanded
 
 
 class Synthesizer:
@@ -100,12 +139,12 @@ class Synthesizer:
             self.chunks.append(np.ctypeslib.as_array(wav, shape=(count,)).copy())
         return 0
 
-    def say(self, text: str, voice: str, rate: int, pitch: int) -> np.ndarray:
+    def say(self, text: str, voice: str, rate: int, pitch: int, pitch_range: int = 50, word_gap: int = 0) -> np.ndarray:
         """int16 samples at ESPEAK_RATE."""
         if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
             raise ValueError(f"eSpeak NG has no voice '{voice}'")
-        self.lib.espeak_SetParameter(_RATE, rate, 0)
-        self.lib.espeak_SetParameter(_PITCH, pitch, 0)
+        for parameter, value in ((_RATE, rate), (_PITCH, pitch), (_RANGE, pitch_range), (_WORDGAP, word_gap)):
+            self.lib.espeak_SetParameter(parameter, value, 0)
         self.chunks = []
         data = text.encode() + b"\0"
         self.lib.espeak_Synth(data, len(data), 0, 1, 0, 1, None, None)  # position type 1: characters
@@ -132,12 +171,20 @@ def random_words(
 
 @dataclass(frozen=True)
 class Utterance:
-    text: str
+    text: str  # the phrases, joined by spaces
     voice: str
     rate: int
     pitch: int
     lead_s: float
     tail_s: float
+    pitch_range: int = 50
+    word_gap: int = 0
+    gaps_s: tuple[float, ...] = ()  # pauses between the phrases; a phrase ends at each comma of `spoken`
+    spoken: str = ""  # what eSpeak reads when it differs from `text`: phrases separated by commas
+
+    @property
+    def phrases(self) -> list[str]:
+        return (self.spoken or self.text).split(",")
 
 
 def plan_utterances(
@@ -145,17 +192,27 @@ def plan_utterances(
 ) -> list[Utterance]:
     """`count` utterances spread evenly over `voices`, everything else drawn from `seed`."""
     rng = np.random.default_rng(seed)
-    return [
-        Utterance(
-            " ".join(random_words(rng, vocabulary, prosody)),
-            voices[i % len(voices)],
-            int(rng.integers(prosody.min_rate, prosody.max_rate + 1)),
-            int(rng.integers(prosody.min_pitch, prosody.max_pitch + 1)),
-            float(rng.uniform(0.05, prosody.max_pad_s)),
-            float(rng.uniform(0.05, prosody.max_pad_s)),
-        )
-        for i in range(count)
+    return [_plan(rng, voices[i % len(voices)], prosody, vocabulary) for i in range(count)]
+
+
+def _plan(rng: np.random.Generator, voice: str, prosody: Prosody, vocabulary: Sequence[str]) -> Utterance:
+    joined = prosody.max_joined > 1 and float(rng.uniform()) < prosody.joined_share
+    phrases = [
+        " ".join(random_words(rng, vocabulary, prosody))
+        for _ in range(int(rng.integers(2, prosody.max_joined + 1)) if joined else 1)
     ]
+    return Utterance(
+        " ".join(phrases),
+        voice,
+        int(rng.integers(prosody.min_rate, prosody.max_rate + 1)),
+        int(rng.integers(prosody.min_pitch, prosody.max_pitch + 1)),
+        float(rng.uniform(0.05, prosody.max_pad_s)),
+        float(rng.uniform(0.05, prosody.max_pad_s)),
+        int(rng.integers(prosody.min_range, prosody.max_range + 1)),
+        int(rng.integers(0, prosody.max_word_gap + 1)),
+        tuple(float(rng.uniform(0.1, prosody.max_join_gap_s)) for _ in phrases[1:]),
+        ",".join(phrases) if joined else "",
+    )
 
 
 _WORKER: Synthesizer | None = None
@@ -174,11 +231,20 @@ def synthesize(utterance: Utterance, synthesizer: Synthesizer | None = None) -> 
     from lifecycle.audio import encode_wav
 
     synth = synthesizer or _WORKER or Synthesizer()
-    samples = synth.say(utterance.text, utterance.voice, utterance.rate, utterance.pitch)
+    u = utterance
+    pieces = [np.zeros(round(u.lead_s * ESPEAK_RATE), np.int16)]
+    for k, phrase in enumerate(u.phrases):
+        if k:
+            pieces.append(np.zeros(round(u.gaps_s[k - 1] * ESPEAK_RATE), np.int16))
+        pieces.append(_trimmed(synth.say(phrase, u.voice, u.rate, u.pitch, u.pitch_range, u.word_gap)))
+    pieces.append(np.zeros(round(u.tail_s * ESPEAK_RATE), np.int16))
+    return encode_wav(np.concatenate(pieces), ESPEAK_RATE)
+
+
+def _trimmed(samples: np.ndarray) -> np.ndarray:
+    """Samples without eSpeak's own leading and trailing silence."""
     loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > 64)  # about -54 dBFS
-    speech = samples[loud[0] : loud[-1] + 1] if len(loud) else samples
-    lead, tail = (np.zeros(round(s * ESPEAK_RATE), np.int16) for s in (utterance.lead_s, utterance.tail_s))
-    return encode_wav(np.concatenate([lead, speech, tail]), ESPEAK_RATE)
+    return samples[loud[0] : loud[-1] + 1] if len(loud) else samples
 
 
 def synthesized_utterances(
@@ -194,7 +260,7 @@ def synthesized_utterances(
     its split decided here. `workers` processes synthesize (0: one per CPU core); the result does not depend on
     how many."""
     plans = []
-    for k, (split, names) in enumerate(sorted(voices.items())):
+    for k, (split, names) in enumerate(sorted(expand_voices(voices).items())):
         for i, u in enumerate(
             plan_utterances(round(count * shares[split]), names, seed * 1000 + k, prosody, vocabulary)
         ):

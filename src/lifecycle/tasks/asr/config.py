@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -50,7 +50,7 @@ class AsrCollect(Strict):
     seed: int = 0
     voices: dict[str, list[str]] = Field(
         default_factory=lambda: {k: list(v) for k, v in DEFAULT_VOICES.items()},
-        description="accent+variant voices speaking each split (disjoint)",
+        description="accent+variant voices speaking each split (disjoint); accent+* is every variant not named",
     )
     min_words: int = Field(1, ge=1)
     max_words: int = Field(6, ge=1)
@@ -58,6 +58,12 @@ class AsrCollect(Strict):
     max_rate: int = Field(230, ge=80, le=450)
     min_pitch: int = Field(25, ge=0, le=100, description="eSpeak's pitch scale, 50 the voice's own")
     max_pitch: int = Field(75, ge=0, le=100)
+    min_range: int = Field(50, ge=0, le=100, description="intonation: eSpeak's pitch range, 0 monotone, 50 usual")
+    max_range: int = Field(50, ge=0, le=100)
+    max_word_gap: int = Field(0, ge=0, le=100, description="extra pause between words, drawn up to this x 10 ms")
+    joined_share: float = Field(0.0, ge=0, le=1, description="share of clips that join 2..max_joined phrases")
+    max_joined: int = Field(4, ge=1)
+    max_join_gap_s: float = Field(1.5, ge=0.1, le=10, description="pause between joined phrases, drawn up to this")
     workers: int = Field(0, ge=0, description="synthesis processes (0: one per CPU core)")
     folder: Path | None = Field(
         None, description="your own clips: a folder of audio files and labels.tsv (path<TAB>transcript)"
@@ -81,25 +87,40 @@ class AsrCollect(Strict):
 
     @model_validator(mode="after")
     def _voices_exist(self) -> AsrCollect:
-        from lifecycle.sources.speech import voice_problem
+        from lifecycle.sources.speech import expand_voices, voice_problem
 
-        if self.min_words > self.max_words or self.min_rate > self.max_rate or self.min_pitch > self.max_pitch:
-            raise ValueError("min_words/min_rate/min_pitch must not exceed max_words/max_rate/max_pitch")
+        bounds = ("words", "rate", "pitch", "range")
+        if any(getattr(self, f"min_{b}") > getattr(self, f"max_{b}") for b in bounds):
+            raise ValueError(f"min_{{{','.join(bounds)}}} must not exceed the max_ of the same")
         if sorted(self.voices) != sorted(SPLITS):
             raise ValueError(f"voices: give the voices of each of {list(SPLITS)}, got {sorted(self.voices)}")
-        named = [v for names in self.voices.values() for v in names]
-        if len(set(named)) != len(named) or any(not names for names in self.voices.values()):
-            raise ValueError("voices: every split needs its own voices; a voice in two splits is heard in training")
-        if self.embedded and not set(self.vocabulary) <= set(VOCABULARY):
-            raise ValueError(f"synthesis speaks only {list(VOCABULARY)}; set embedded: false to bring other words")
         for split, names in self.voices.items():
             for voice in names:
                 if problem := voice_problem(voice):
                     raise ValueError(f"voices.{split}: {problem}")
+        expanded = expand_voices(self.voices)
+        named = [v for names in expanded.values() for v in names]
+        if len(set(named)) != len(named) or any(not names for names in expanded.values()):
+            raise ValueError("voices: every split needs its own voices; a voice in two splits is heard in training")
+        if self.embedded and not set(self.vocabulary) <= set(VOCABULARY):
+            raise ValueError(f"synthesis speaks only {list(VOCABULARY)}; set embedded: false to bring other words")
         return self
 
     def prosody(self) -> Prosody:
-        return Prosody(self.min_words, self.max_words, self.min_rate, self.max_rate, self.min_pitch, self.max_pitch)
+        return Prosody(
+            self.min_words,
+            self.max_words,
+            self.min_rate,
+            self.max_rate,
+            self.min_pitch,
+            self.max_pitch,
+            min_range=self.min_range,
+            max_range=self.max_range,
+            max_word_gap=self.max_word_gap,
+            joined_share=self.joined_share,
+            max_joined=self.max_joined,
+            max_join_gap_s=self.max_join_gap_s,
+        )
 
 
 class AsrValidate(ValidateConfig):
@@ -108,19 +129,29 @@ class AsrValidate(ValidateConfig):
 
 
 class AudioAugment(Strict):
-    """Training-time audio augmentation, per clip: speed (and so pitch) perturbation, gain, additive noise at a
-    random SNR on the waveform; SpecAugment time and frequency masks on the spectrogram."""
+    """Training-time audio augmentation, per clip: speed (and so pitch) perturbation, room reverberation, band
+    limiting, codec-like degradation, gain, additive noise of several colours at a random SNR on the waveform;
+    vocal tract length (formant) warping, tempo and SpecAugment time and frequency masks on the spectrogram."""
 
     speed: tuple[float, float] = Field((0.9, 1.1), description="playback-speed factor range (1: unchanged)")
+    reverb_probability: float = Field(0.0, ge=0, le=1, description="share of clips heard in a synthetic room")
+    rt60_s: tuple[float, float] = Field((0.1, 0.6), description="the room's reverberation time range, seconds")
+    band_probability: float = Field(0.0, ge=0, le=1, description="share of clips band-limited")
+    low_cut_hz: tuple[float, float] = Field((50.0, 400.0), description="band limiting's lower edge range")
+    high_cut_hz: tuple[float, float] = Field((2500.0, 7500.0), description="band limiting's upper edge range")
+    codec_probability: float = Field(0.0, ge=0, le=1, description="share of clips mu-law or narrowband coded")
     gain_db: tuple[float, float] = Field((-12.0, 6.0))
     noise_probability: float = Field(0.7, ge=0, le=1)
-    snr_db: tuple[float, float] = Field((5.0, 40.0), description="additive white noise, dB below the clip")
+    snr_db: tuple[float, float] = Field((5.0, 40.0), description="additive noise, dB below the clip")
+    noise_colors: list[Literal["white", "pink", "brown"]] = Field(["white"], min_length=1)
+    warp: tuple[float, float] = Field((1.0, 1.0), description="formant (vocal tract length) warp factor range")
+    tempo: tuple[float, float] = Field((1.0, 1.0), description="tempo factor range, pitch kept (1: unchanged)")
     freq_masks: int = Field(2, ge=0)
     freq_mask_bins: int = Field(8, ge=1, description="widest frequency mask, in mel bins")
     time_masks: int = Field(2, ge=0)
     time_mask_frames: int = Field(10, ge=1, description="widest time mask, in 10 ms frames")
 
-    @field_validator("speed", "gain_db", "snr_db")
+    @field_validator("speed", "gain_db", "snr_db", "rt60_s", "low_cut_hz", "high_cut_hz", "warp", "tempo")
     @classmethod
     def _ordered(cls, bounds: tuple[float, float]) -> tuple[float, float]:
         if bounds[0] > bounds[1]:

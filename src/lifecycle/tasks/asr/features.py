@@ -8,8 +8,17 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from lifecycle.audio import SAMPLE_RATE, add_noise, change_speed
+from lifecycle.audio import SAMPLE_RATE, change_speed
 from lifecycle.sequence import STRIDE
+from lifecycle.tasks.asr.augment import (
+    CODECS,
+    add_colored_noise,
+    band_limit,
+    change_tempo,
+    degrade,
+    reverberate,
+    warp_formants,
+)
 
 if TYPE_CHECKING:
     from lifecycle.tasks.asr.config import AudioAugment
@@ -41,9 +50,10 @@ def spectrogram_frames(samples: int) -> int:
 
 class AudioTransform:
     """1 x N waveform -> 1 x n_mels x T log-mel spectrogram; augmented when `augment` is given (training): speed,
-    gain and noise on the waveform, then SpecAugment's frequency and time masks (Park et al. 2019, torchaudio's)
-    filled with the spectrogram's mean (zero would read as a loud band after the scaling), time masks covering at
-    most a fifth of a clip. Random draws come from torch's stream, which the trainer seeds and checkpoints."""
+    reverberation, band limiting, codec loss, gain and coloured noise on the waveform, then formant warping, tempo
+    and SpecAugment's frequency and time masks (Park et al. 2019, torchaudio's) filled with the spectrogram's mean
+    (zero would read as a loud band after the scaling), time masks covering at most a fifth of a clip. Random
+    draws come from torch's stream, which the trainer seeds and checkpoints."""
 
     def __init__(self, features: LogMel, augment: AudioAugment | None = None) -> None:
         from torchaudio.transforms import FrequencyMasking, TimeMasking
@@ -61,17 +71,30 @@ class AudioTransform:
 
     def __call__(self, waveform: torch.Tensor, target: Any) -> tuple[torch.Tensor, Any]:
         a = self.augment
-        if a is not None:
-            waveform = change_speed(waveform, _uniform(*a.speed))
-            waveform = waveform * 10 ** (_uniform(*a.gain_db) / 20)
-            if _uniform(0, 1) < a.noise_probability:
-                waveform = add_noise(waveform, _uniform(*a.snr_db))
-        spec = self.features(waveform)
+        if a is None:
+            return self.features(waveform), target
+        spec = self.features(_augmented_waveform(waveform, a))
+        spec = change_tempo(warp_formants(spec, _uniform(*a.warp)), _uniform(*a.tempo))
         if self.masks:
             fill = float(spec.mean())
             for mask in self.masks:
                 spec = mask(spec, fill)
         return spec, target
+
+
+def _augmented_waveform(waveform: torch.Tensor, a: AudioAugment) -> torch.Tensor:
+    waveform = change_speed(waveform, _uniform(*a.speed))
+    if _uniform(0, 1) < a.reverb_probability:
+        waveform = reverberate(waveform, _uniform(*a.rt60_s))
+    if _uniform(0, 1) < a.band_probability:
+        waveform = band_limit(waveform, _uniform(*a.low_cut_hz), _uniform(*a.high_cut_hz))
+    if _uniform(0, 1) < a.codec_probability:
+        waveform = degrade(waveform, CODECS[int(torch.randint(len(CODECS), ()))])
+    waveform = waveform * 10 ** (_uniform(*a.gain_db) / 20)
+    if _uniform(0, 1) < a.noise_probability:
+        color = a.noise_colors[int(torch.randint(len(a.noise_colors), ()))]
+        waveform = add_colored_noise(waveform, _uniform(*a.snr_db), color)
+    return waveform
 
 
 def _uniform(low: float, high: float) -> float:
