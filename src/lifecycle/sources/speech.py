@@ -15,6 +15,8 @@ import itertools
 import multiprocessing
 import os
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -218,6 +220,18 @@ def _plan(rng: np.random.Generator, voice: str, prosody: Prosody, vocabulary: Se
 _WORKER: Synthesizer | None = None
 
 
+def _crash_named(audio: Iterator[bytes]) -> Iterator[bytes]:
+    """A synthesis process that dies (libespeak-ng can crash on some variants and prosody) fails collect with a
+    message; a multiprocessing.Pool would instead wait forever for the lost utterances."""
+    try:
+        yield from audio
+    except BrokenProcessPool as e:
+        raise RuntimeError(
+            "an eSpeak NG synthesis process died (a crash inside libespeak-ng, e.g. a voice variant it cannot render "
+            "at this pitch and intonation); remove the variant from asr.collect.voices or narrow the prosody ranges"
+        ) from e
+
+
 def _start_worker() -> None:
     global _WORKER
     _WORKER = Synthesizer()
@@ -267,8 +281,9 @@ def synthesized_utterances(
             plans.append((split, i, u))
     processes = workers or len(os.sched_getaffinity(0))
     context = multiprocessing.get_context("spawn")  # forking a process that has started torch's threads can hang
-    with context.Pool(processes, initializer=_start_worker) as pool:
-        audio = pool.imap(synthesize, [u for _, _, u in plans], chunksize=16)
+    pool = ProcessPoolExecutor(processes, mp_context=context, initializer=_start_worker)
+    try:
+        audio = _crash_named(pool.map(synthesize, [u for _, _, u in plans], chunksize=16))
         for (split, i, u), data in zip(plans, audio):
             yield RawSample(
                 data=data,
@@ -279,3 +294,5 @@ def synthesized_utterances(
                 split=split,
                 origin=f"synthesized:{split}:{i}:{u.voice}:rate={u.rate}:pitch={u.pitch}",
             )
+    finally:  # stopped early (an error downstream): drop the utterances not started yet
+        pool.shutdown(cancel_futures=True)
