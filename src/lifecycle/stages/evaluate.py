@@ -17,12 +17,12 @@ from lifecycle.models import load_model
 from lifecycle.monitoring import REFERENCE, write_test_reference
 from lifecycle.paths import TaskPaths
 from lifecycle.serving import Predictor
-from lifecycle.stages.robustness import robustness_metrics
 from lifecycle.tasks import Task
 from lifecycle.tasks.parts import Source
 from lifecycle.trainer import AmpStep, run_eval
 
 GROUPS = "groups.json"  # the test metrics per group, by grouping
+ROBUSTNESS_SEED = 0  # the distortions drawn for the test split: the same every evaluation
 
 
 def metric_values(source: Source, values: dict[str, torch.Tensor]) -> tuple[dict[str, float], dict[str, Any]]:
@@ -54,10 +54,26 @@ def predict_rows(
     batch_size: int,
 ) -> tuple[float, dict[str, torch.Tensor], list[dict[str, Any]]]:
     """Mean loss, computed metrics and post-processed predictions of `model` over manifest rows."""
-    codec = task.codec
-    loader = make_loader(codec, ManifestDataset(codec, rows, paths.raw, train=False), batch_size, shuffle=False)
+    dataset = ManifestDataset(task.codec, rows, paths.raw, train=False)
+    return run_dataset(task, model, dataset, device, batch_size, predict=True)
+
+
+def run_dataset(
+    task: Task, model: torch.nn.Module, dataset: ManifestDataset, device: torch.device, batch_size: int, predict: bool
+) -> tuple[float, dict[str, torch.Tensor], list[dict[str, Any]]]:
+    """Mean loss, computed metrics and, with `predict`, post-processed predictions of `model` over a dataset."""
+    loader = make_loader(task.codec, dataset, batch_size, shuffle=False)
     amp = AmpStep(device, resolve_precision(task.cfg.train.precision, device))
-    return run_eval(task.network, model, loader, device, amp, predict=task.outputs)
+    return run_eval(task.network, model, loader, device, amp, predict=task.outputs if predict else None)
+
+
+def scalar_metrics(
+    task: Task, model: torch.nn.Module, dataset: ManifestDataset, device: torch.device
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """The metrics of `model` over a dataset as (scalars, per-class tables), with the loss; no predictions kept."""
+    loss, values, _ = run_dataset(task, model, dataset, device, task.cfg.evaluate.batch_size, predict=False)
+    scalars, per_class = metric_values(task.source, values)
+    return {**scalars, "loss": loss}, per_class
 
 
 def group_metrics(
@@ -77,8 +93,8 @@ def group_metrics(
             members[grouping][group].append(row)
 
     def scores(subset: list[dict[str, Any]]) -> dict[str, float]:
-        values = predict_rows(task, model, subset, paths, device, task.cfg.evaluate.batch_size)[1]
-        return {name: float(v) for name, v in values.items() if v.numel() == 1}
+        scalars = scalar_metrics(task, model, ManifestDataset(task.codec, subset, paths.raw, train=False), device)[0]
+        return {name: value for name, value in scalars.items() if name != "loss"}
 
     groups: dict[str, Any] = {}
     unseen: dict[str, float] = {}
@@ -117,9 +133,7 @@ def evaluate(
         model,
     )
     groups, unseen = group_metrics(model_task, model, rows, paths, device)
-    held_out, held_out_per_class = robustness_metrics(
-        model_task, model, rows, paths, device, task.cfg.evaluate.batch_size
-    )
+    held_out, held_out_per_class = robustness_metrics(model_task, model, rows, paths, device)
     metrics = {
         **scalars,
         **unseen,
@@ -143,3 +157,21 @@ def evaluate(
     write_test_reference(predictor, paths, task.cfg.evaluate.batch_size, out_dir / REFERENCE)
     write_json(out_dir / "metrics.json", metrics)
     return metrics
+
+
+def robustness_metrics(
+    task: Task, model: torch.nn.Module, rows: list[dict[str, Any]], paths: TaskPaths, device: torch.device
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Leave-one-family-out: the metrics over the test split distorted by the family of distortions the model's
+    split held out of training (classify: `split.robustness`), as ({robustness_family, robustness_<metric>...},
+    {robustness_<metric>: per class}); two empty dicts when it holds none out."""
+    held_out = getattr(task.codec, "held_out_distortion", lambda: None)()
+    if held_out is None:
+        return {}, {}
+    family, distort = held_out
+    dataset = ManifestDataset(task.codec, rows, paths.raw, train=False)
+    generator = torch.Generator().manual_seed(ROBUSTNESS_SEED)
+    dataset.inputs = [distort(image, generator) for image in dataset.inputs]
+    scalars, per_class = scalar_metrics(task, model, dataset, device)
+    prefixed = {f"robustness_{name}": value for name, value in scalars.items()}
+    return {"robustness_family": family, **prefixed}, {f"robustness_{k}": v for k, v in per_class.items()}
