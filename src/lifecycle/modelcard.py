@@ -21,7 +21,7 @@ from lifecycle.html import esc, page, table
 from lifecycle.models import load_model
 from lifecycle.operations import ServingConfig
 from lifecycle.paths import TaskPaths
-from lifecycle.reporting import grouping_tables, read_json
+from lifecycle.reporting import class_columns, grouping_tables, read_json
 from lifecycle.tasks import Task
 
 CARD = "model_card"
@@ -83,7 +83,7 @@ def card_sections(
         ("Inputs", [text.inputs if text else "(not described)"]),
         ("Data versions", data_versions(provenance, split)),
         ("Test metrics", [_table({k: v for k, v in metrics.items() if isinstance(v, float)}, "metric", "value")]),
-        ("Test metrics per class", per_group(read_json(evaluate / "per_class.json"))),
+        ("Test metrics per class", per_class_table(read_json(evaluate / "per_class.json"))),
         ("Test metrics per group", [Table(h, r) for h, r in grouping_tables(read_json(evaluate / "groups.json"))]),
         ("Largest confusions and error examples", errors(read_jsonl(evaluate / "predictions.jsonl"))),
         ("Promotion decision", promotion(decision)),
@@ -109,12 +109,11 @@ def data_versions(provenance: dict[str, Any], split: dict[str, Any]) -> list[Blo
     return blocks
 
 
-def per_group(per_class: dict[str, Any]) -> list[Block]:
-    metrics = [m for m, by_group in per_class.items() if isinstance(by_group, dict)]
-    groups = list(dict.fromkeys(g for m in metrics for g in per_class[m]))
-    if not groups:
+def per_class_table(per_class: dict[str, Any]) -> list[Block]:
+    metrics, classes = class_columns(per_class)
+    if not classes:
         return ["This task reports no per-group metrics."]
-    return [Table(["group", *metrics], [[g, *(_fmt(per_class[m].get(g)) for m in metrics)] for g in groups])]
+    return [Table(["group", *metrics], [[c, *(_fmt(per_class[m].get(c)) for m in metrics)] for c in classes])]
 
 
 def errors(predictions: list[dict[str, Any]]) -> list[Block]:

@@ -63,6 +63,12 @@ def tuning_line(tuning: dict[str, Any], primary: str) -> str:
     )
 
 
+def class_columns(per_class: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The evaluate stage's per-class metrics as (metric names, class names): the columns and rows of its table."""
+    metrics = [m for m, by_class in per_class.items() if isinstance(by_class, dict)]
+    return metrics, list(dict.fromkeys(c for m in metrics for c in per_class[m]))
+
+
 def grouping_tables(groups: dict[str, Any]) -> list[tuple[list[str], list[list[str]]]]:
     """The evaluate stage's per-group test metrics as one (headers, rows) table per grouping."""
     tables = []

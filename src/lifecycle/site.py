@@ -20,7 +20,7 @@ from lifecycle.atomic import write_text
 from lifecycle.config import ConfigError
 from lifecycle.html import Point, esc, line_chart, link, page, status, table
 from lifecycle.paths import TaskPaths, report_site
-from lifecycle.reporting import grouping_tables, read_json, tuning_line
+from lifecycle.reporting import class_columns, grouping_tables, read_json, tuning_line
 
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".svg")
 
@@ -70,7 +70,7 @@ def task_section(paths: TaskPaths, base: Path) -> str:
         "<h3>Test metrics: latest run and production model</h3>",
         metrics_table(paths),
         "<h3>Per-group test metrics</h3>",
-        per_group_table(read_json(paths.reports("evaluate") / "per_class.json")),
+        per_class_table(read_json(paths.reports("evaluate") / "per_class.json")),
         *(
             table(headers, [[esc(cell) for cell in row] for row in rows], "per-group")
             for headers, rows in grouping_tables(read_json(paths.reports("evaluate") / "groups.json"))
@@ -106,12 +106,11 @@ def metrics_table(paths: TaskPaths) -> str:
     return table(["metric", "latest run", model], rows, "metrics")
 
 
-def per_group_table(per_class: dict[str, Any]) -> str:
-    metrics = [m for m, by_group in per_class.items() if isinstance(by_group, dict)]
-    groups = list(dict.fromkeys(g for m in metrics for g in per_class[m]))
-    if not groups:
+def per_class_table(per_class: dict[str, Any]) -> str:
+    metrics, classes = class_columns(per_class)
+    if not classes:
         return "<p>No per-group metrics for this task.</p>"
-    rows = [[esc(g), *(_fmt(per_class[m].get(g)) for m in metrics)] for g in groups]
+    rows = [[esc(c), *(_fmt(per_class[m].get(c)) for m in metrics)] for c in classes]
     return table(["group", *metrics], rows, "per-group")
 
 
