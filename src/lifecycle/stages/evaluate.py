@@ -165,7 +165,7 @@ def robustness_metrics(
     """Leave-one-family-out: the metrics over the test split distorted by the family of distortions the model's
     split held out of training (classify: `split.robustness`), as ({robustness_family, robustness_<metric>...},
     {robustness_<metric>: per class}); two empty dicts when it holds none out."""
-    held_out = getattr(task.codec, "held_out_distortion", lambda: None)()
+    held_out = task.codec.held_out_distortion()
     if held_out is None:
         return {}, {}
     family, distort = held_out

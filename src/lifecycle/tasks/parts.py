@@ -116,6 +116,10 @@ class Codec(Part):
         as normalisation statistics; the trained model's config stores them, so serving prepares inputs alike."""
         return {}
 
+    def held_out_distortion(self) -> tuple[str, Callable[[Any, torch.Generator], Any]] | None:
+        """(family, distort) of the distortions the split holds out of training, for evaluation; None: none."""
+        return None
+
     def prepare(self, raw_input: torch.Tensor) -> Any:
         """One decoded input -> one model input, with the evaluation transform (serving and batch inference)."""
         return self.transform(train=False)(raw_input, None)[0]
