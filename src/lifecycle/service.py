@@ -26,6 +26,8 @@ serve lifecycle.service:Lifecycle` asks for it.
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import logging
 import os
 import random
@@ -38,8 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import bentoml
-from bentoml._internal.service.openapi.specification import PathItem
-from bentoml._internal.utils.cattr import bentoml_cattr
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -171,10 +171,13 @@ class LifecycleService(bentoml.Service[Any]):
 
     @property
     def openapi_spec(self) -> Any:
+        """BentoML's document with the task paths added. It is rebuilt through the document class's own public
+        round trip (`asdict`, then `from_yaml_file` of it as JSON, which is YAML), so that no private BentoML name
+        is needed to build path objects. Unescaped: YAML reads an escaped surrogate pair as two lone surrogates."""
         spec = super().openapi_spec
-        for task in self.tasks:
-            spec.paths[f"/{task.spec.endpoint}"] = bentoml_cattr.structure(openapi_path(task), PathItem)
-        return spec
+        document = spec.asdict()
+        document["paths"].update({f"/{task.spec.endpoint}": openapi_path(task) for task in self.tasks})
+        return type(spec).from_yaml_file(io.StringIO(json.dumps(document, ensure_ascii=False)))
 
 
 async def watch_production(service: Any) -> None:
