@@ -11,9 +11,15 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+import torch
+
 from conftest import make_task
+from lifecycle.atomic import read_jsonl
+from lifecycle.data import ManifestDataset
+from lifecycle.models import load_model
 from lifecycle.paths import TaskPaths
-from lifecycle.stages import collect, evaluate, split, train
+from lifecycle.stages import collect, split, train
+from lifecycle.stages.evaluate import scalar_metrics
 
 KINDS = ("circle", "square")
 
@@ -58,20 +64,34 @@ def shapes_folder(root, count: int, seed: int = 0):
     return root
 
 
-@pytest.mark.slow
-def test_the_default_train_params_learn_a_200_image_folder(tmp_path):
-    folder = shapes_folder(tmp_path / "photos", 200)
-    section = {
+def folder_section(folder) -> dict:
+    return {
         "collect": {"classes": list(KINDS), "embedded": False, "folder": str(folder)},
         "validate": {"min_samples": 100},
         "train": {"progress": False},  # everything else as TrainConfig's defaults
         "tune": {"enabled": False},
     }
-    task = make_task({"tasks": ["classify"], "classify": section})
+
+
+def held_out_accuracy(tmp_path, model_file, count: int) -> float:
+    """The accuracy of a trained model over `count` new images drawn with another seed. (The folder's own test split
+    holds 17 images: a model right 95 % of the time scores below 0.9 there about one run in five.)"""
+    folder = shapes_folder(tmp_path / "held_out_photos", count, seed=1)
+    task = make_task({"tasks": ["classify"], "classify": folder_section(folder)})
+    paths = TaskPaths(tmp_path / "held_out", "classify")
+    collect.run(task, paths)
+    model_task, model, _ = load_model(model_file, torch.device("cpu"))
+    dataset = ManifestDataset(model_task.codec, read_jsonl(paths.raw_manifest), paths.raw, train=False)
+    return scalar_metrics(model_task, model, dataset, torch.device("cpu"))[0]["accuracy"]
+
+
+@pytest.mark.slow
+def test_the_default_train_params_learn_a_200_image_folder(tmp_path):
+    task = make_task({"tasks": ["classify"], "classify": folder_section(shapes_folder(tmp_path / "photos", 200))})
     paths = TaskPaths(tmp_path, "classify")
     for stage in (collect, split, train):
         stage.run(task, paths)
     summary = json.loads((paths.reports("train") / "summary.json").read_text())
     assert summary["train_samples"] + summary["val_samples"] > 150 and summary["epochs_run"] <= 15
-    metrics = evaluate.run(task, paths)
-    assert metrics["accuracy"] >= 0.9, (metrics, summary["steps"])
+    accuracy = held_out_accuracy(tmp_path, paths.model, 400)
+    assert accuracy >= 0.9, (accuracy, summary["steps"])
