@@ -563,3 +563,16 @@ def test_a_schema_driven_fuzz_run_finds_no_5xx_and_no_answer_off_its_schema(serv
     from bench.fuzz import fuzz
 
     assert fuzz(server.url, ["classify", "detect", "ocr", "asr"], examples=15) == 4
+
+
+def test_task_routes_are_left_out_of_tracing_and_nothing_else_is():
+    from opentelemetry.util.http import ExcludeList
+
+    from lifecycle.service import untraced_routes
+
+    excluded = ExcludeList(untraced_routes(["classify", "detect", "ocr", "asr"]))
+    base = "http://127.0.0.1:3000"
+    for path in ("/classify", "/detect?mask=true", "/read_text", "/transcribe"):
+        assert excluded.url_disabled(base + path), path
+    for path in ("/healthz", "/metrics", "/docs.json", "/classify_v2", "/x/transcribe/y"):
+        assert not excluded.url_disabled(base + path), path

@@ -43,6 +43,12 @@ class ServingConfig(Strict):
     workers: int = Field(
         1, ge=1, description="service processes, each with every task's model and batcher (one per core at most)"
     )
+    trace_requests: bool = Field(
+        False,
+        description="BentoML's OpenTelemetry spans for the task routes; they are exported only where BentoML's "
+        "configuration sets a tracing exporter and sample rate, and cost about a third of a small model's "
+        "per-request CPU even when not sampled",
+    )
     shutdown_grace_seconds: float = Field(
         30, ge=0, description="on SIGTERM the service answers the requests it accepted for at most this long"
     )

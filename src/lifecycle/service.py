@@ -34,6 +34,7 @@ import random
 import re
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -153,9 +154,15 @@ def build_service(params_path: Path) -> Any:
         workers=params.serving.workers,
         traffic={"timeout": 60},
         logging={"access": {"enabled": params.serving.access_log}},  # a line per request costs CPU per request
+        **({} if params.serving.trace_requests else {"tracing": {"excluded_urls": untraced_routes(stored)}}),
     )(bentoml.asgi_app(app)(cls))
     service.tasks = tuple(build_task(name, params.task(name)) for name in stored)
     return service
+
+
+def untraced_routes(tasks: Iterable[str]) -> list[str]:
+    """Patterns of the task routes' URLs for OpenTelemetry's exclude list (matched anywhere in the full URL)."""
+    return [rf"/{re.escape(get_task(name).endpoint)}(\?|$)" for name in tasks]
 
 
 class LifecycleService(bentoml.Service[Any]):
@@ -237,7 +244,7 @@ async def respond(service: Any, endpoint: Endpoint, request: Request) -> JSONRes
     served = endpoint.served  # this request is answered by this model, even if another is swapped in meanwhile
     try:
         data, filename = await read_upload(request, served.task.codec.input_field, service.serving)
-        raw, prepared = await run_in_threadpool(decode_and_prepare, served.task, data)
+        descriptors, prepared = await run_in_threadpool(decode_and_prepare, served.task, data, request_id)
         answer, batch = await served.batcher.infer(prepared)
         answered = served.task.outputs.answer(answer.prediction, dict(request.query_params))
         body = {**answered, "model": served.tag}
@@ -255,8 +262,7 @@ async def respond(service: Any, endpoint: Endpoint, request: Request) -> JSONRes
             {"error": f"internal error (request {request_id}); see the server log"}, status_code=500, headers=headers
         )
     latency_ms = (time.perf_counter() - started) * 1000
-    record = Answer(answered, answer.embedding)
-    await run_in_threadpool(log_request, endpoint.log, served, request_id, raw, record, batch, latency_ms)
+    log_request(endpoint.log, served, request_id, descriptors, Answer(answered, answer.embedding), batch, latency_ms)
     keep = service.monitoring
     if keep.capture_inputs and service.sampler.random() < keep.capture_rate:
         directory = keep.capture_dir / served.task.name
@@ -264,9 +270,16 @@ async def respond(service: Any, endpoint: Endpoint, request: Request) -> JSONRes
     return JSONResponse(body, headers=headers)
 
 
-def decode_and_prepare(task: Task, data: bytes) -> tuple[Any, Any]:
+def decode_and_prepare(task: Task, data: bytes, request_id: str) -> tuple[dict[str, Any] | None, Any]:
+    """The input's monitoring descriptors (None when they cannot be computed: the request is answered all the
+    same) and the model's prepared input; one worker-thread hop for all the CPU work before the model."""
     raw = task.codec.decode(data)
-    return raw, task.codec.prepare(raw)
+    try:
+        descriptors = task.monitoring.descriptors(raw)
+    except Exception:  # noqa: BLE001 - monitoring must never fail an answerable request
+        logger.exception("could not describe request %s for the request log", request_id)
+        descriptors = None
+    return descriptors, task.codec.prepare(raw)
 
 
 async def read_upload(request: Request, field: str, limits: ServingConfig) -> tuple[bytes, str]:
@@ -303,27 +316,39 @@ async def read_upload(request: Request, field: str, limits: ServingConfig) -> tu
 
 
 def log_request(
-    log: RequestLog, served: Served, request_id: str, raw: Any, answer: Answer, batch: int, latency_ms: float
+    log: RequestLog,
+    served: Served,
+    request_id: str,
+    descriptors: dict[str, Any] | None,
+    answer: Answer,
+    batch: int,
+    latency_ms: float,
 ) -> None:
-    """One line for monitoring, naming the model that answered and the size of the batch it answered in; any
-    failure (descriptors included) is logged by RequestLog, never raised."""
+    """One line for monitoring, naming the model that answered and the size of the batch it answered in. Written
+    from the event loop: appending a line costs less than a hop to a worker thread; a request whose descriptors
+    failed is not logged (the monitor could not compare it), and a failed write is logged by RequestLog, never
+    raised."""
+    if descriptors is None:
+        return
     try:
-        record = {
+        confidence = served.task.outputs.confidence(answer.prediction)
+    except Exception:  # noqa: BLE001 - monitoring must never fail an answered request
+        logger.exception("could not score the confidence of request %s for the request log", request_id)
+        return
+    log.write(
+        {
             "timestamp": datetime.now(UTC).isoformat(),
             "request_id": request_id,
             "task": served.task.name,
             "model": served.tag,
-            "descriptors": served.task.monitoring.descriptors(raw),
+            "descriptors": descriptors,
             "prediction": answer.prediction,
-            "confidence": served.task.outputs.confidence(answer.prediction),
+            "confidence": confidence,
             "embedding": answer.embedding,
             "batch": batch,
             "latency_ms": round(latency_ms, 3),
         }
-    except Exception:  # noqa: BLE001 - monitoring must never fail an answered request
-        logger.exception("could not describe request %s for the request log", request_id)
-        return
-    log.write(record)
+    )
 
 
 def capture_input(directory: Path, request_id: str, filename: str, data: bytes, max_mb: float) -> None:
