@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from lifecycle.sequence import CTCRecognizer, ctc_loss, text_metrics
-from lifecycle.tasks.asr.decoding import charset_of
 from lifecycle.tasks.asr.streaming import _padded, chunks, streamed_outputs
 from lifecycle.tasks.parts import Forward, Network
 
@@ -28,7 +27,7 @@ class AsrNetwork(Network):
 
     def build(self) -> nn.Module:
         m = self.cfg.model
-        return CTCRecognizer(len(charset_of(self.cfg.collect.vocabulary)), m.n_mels, m.width, m.hidden, m.dropout)
+        return CTCRecognizer(len(self.cfg.collect.charset()), m.n_mels, m.width, m.hidden, m.dropout)
 
     def forward(self, model: nn.Module, inputs: dict[str, Any]) -> Forward:
         outputs = self._outputs(model, inputs)
