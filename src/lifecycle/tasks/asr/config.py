@@ -201,10 +201,33 @@ class Streaming(Strict):
         return self.frames(self.chunk_seconds), self.frames(self.context_seconds)
 
 
+class ConformerSize(Strict):
+    """The Conformer encoder's sizes (`model.arch: conformer`)."""
+
+    dim: int = Field(96, ge=8, description="features per frame (attention, convolutions): a multiple of heads")
+    layers: int = Field(4, ge=1)
+    heads: int = Field(4, ge=1, description="attention heads")
+    ffn_dim: int = Field(256, ge=8, description="hidden units of each layer's two feed-forward modules")
+    kernel_size: int = Field(15, ge=3, description="depthwise convolution, in 40 ms frames (odd)")
+    subsampling_channels: int = Field(32, ge=4, description="channels of the two strided convolutions before")
+
+    @model_validator(mode="after")
+    def _shapes(self) -> ConformerSize:
+        if self.dim % self.heads:
+            raise ValueError(f"dim ({self.dim}) must be a multiple of heads ({self.heads}): each head reads dim/heads")
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd (a frame sees as many on either side), got {self.kernel_size}")
+        return self
+
+
 class AsrModel(Strict):
+    arch: Literal["crnn", "conformer"] = Field(
+        "crnn", description="crnn: convolutions + bidirectional LSTM; conformer: torchaudio's Conformer encoder"
+    )
     n_mels: EncoderHeight = Field(32, description="log-mel bands (the encoder's height: a multiple of 16)")
-    width: int = Field(24, ge=4, description="channels of the encoder's stem; x2 and x4 further in")
-    hidden: int = Field(96, ge=8, description="LSTM units per direction")
+    width: int = Field(24, ge=4, description="crnn: channels of the encoder's stem; x2 and x4 further in")
+    hidden: int = Field(96, ge=8, description="crnn: LSTM units per direction")
+    conformer: ConformerSize = Field(default_factory=ConformerSize, description="conformer: its sizes")
     dropout: float = Field(0.1, ge=0, lt=1)
     constrain_to_vocabulary: bool = Field(True, description="replace each decoded word by the nearest vocabulary word")
     augment: AudioAugment = Field(default_factory=AudioAugment)
