@@ -4,8 +4,9 @@ with a `labels.tsv` of transcripts).
 
 A clip becomes a log-mel spectrogram (10 ms frames) that the OCR task's CRNN reads like a text line, or a Conformer
 encoder (`model.arch`), with character-level CTC. Transcripts hold vocabulary words, or with an open vocabulary
-(`collect.alphabet`) any words spelled with its characters. Clips longer than `model.streaming.above_seconds` are decoded in overlapping chunks
-(streaming), which bounds memory whatever the length; `lifecycle transcribe --stream` does the same from a file."""
+(`collect.alphabet`) any words spelled with its characters. Clips longer than `model.streaming.above_seconds` are
+decoded in overlapping chunks (streaming), which bounds memory whatever the length; `lifecycle transcribe --stream`
+does the same from a file."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """asr's model: the OCR task's CRNN reading a spectrogram like a text line or a Conformer encoder (`model.arch`),
-character-level CTC, and the character and word error rates. Inputs too long for one pass are decoded in overlapping chunks."""
+character-level CTC, and the character and word error rates. Inputs too long for one pass are decoded in
+overlapping chunks."""
 
 from __future__ import annotations
 
