@@ -84,6 +84,11 @@ def export(model_file: Path, paths: TaskPaths, fmt: Format, out: Path) -> Path:
     if fmt == "onnx" and importlib.util.find_spec("onnxscript") is None:
         raise NotExportable("ONNX export needs the onnx and onnxscript packages, which are not installed")
     inputs = example_inputs(task, paths)
+    if loose := [k for k, v in inputs.items() if not isinstance(v, torch.Tensor)] if isinstance(inputs, dict) else []:
+        raise NotExportable(
+            f"{task.name} ({model_file}) cannot be exported as {fmt}: its batch holds Python values besides tensors "
+            f"({', '.join(loose)}: the network branches on them in Python), which an exported graph cannot take"
+        )
     module = Exported(task.network, model).eval()
     try:
         with torch.no_grad():

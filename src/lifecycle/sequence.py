@@ -5,7 +5,7 @@ loss and greedy decoding, and the CER/WER metrics."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -95,19 +95,27 @@ def masked_mean(frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return (frames * mask[..., None]).sum(1) / lengths.clamp(min=1)[:, None].to(frames.dtype)
 
 
-class CTCRecognizer(nn.Module):
-    """CRNN + CTC: a class (or blank) per frame; greedy decoding collapses repeats and drops blanks."""
+class CTCModel(nn.Module):
+    """A frame encoder + CTC: a class (or blank) per frame; greedy decoding collapses repeats and drops blanks. The
+    encoder takes (B x 1 x height x W inputs, B widths) to (B x W/STRIDE x `features` frames, B frame counts)."""
 
-    def __init__(self, num_chars: int, height: int, width: int = 24, hidden: int = 96, dropout: float = 0.1) -> None:
+    def __init__(self, encoder: nn.Module, num_chars: int, dropout: float = 0.1) -> None:
         super().__init__()
-        self.encoder = SequenceEncoder(height, width, hidden)
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.encoder.features, num_chars + 1))
+        self.encoder = encoder
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(cast(int, encoder.features), num_chars + 1))
 
     def forward(
         self, images: torch.Tensor, widths: torch.Tensor, targets: list[torch.Tensor] | None = None
     ) -> dict[str, torch.Tensor]:
         frames, lengths = self.encoder(images, widths)
         return sequence_outputs(self.head(frames), lengths, masked_mean(frames, lengths))
+
+
+class CTCRecognizer(CTCModel):
+    """CRNN + CTC."""
+
+    def __init__(self, num_chars: int, height: int, width: int = 24, hidden: int = 96, dropout: float = 0.1) -> None:
+        super().__init__(SequenceEncoder(height, width, hidden), num_chars, dropout)
 
 
 def pad_to_widest(inputs: Sequence[torch.Tensor], height: int) -> dict[str, torch.Tensor]:

@@ -2,9 +2,11 @@
 eSpeak NG in many voices, the test split in voices training never hears; bring your own as a folder of audio files
 with a `labels.tsv` of transcripts).
 
-A clip becomes a log-mel spectrogram (10 ms frames) that the OCR task's CRNN reads like a text line, with
-character-level CTC. Clips longer than `model.streaming.above_seconds` are decoded in overlapping chunks
-(streaming), which bounds memory whatever the length; `lifecycle transcribe --stream` does the same from a file."""
+A clip becomes a log-mel spectrogram (10 ms frames) that the OCR task's CRNN reads like a text line, or a Conformer
+encoder (`model.arch`), with character-level CTC. Transcripts hold vocabulary words, or with an open vocabulary
+(`collect.alphabet`) any words spelled with its characters. Clips longer than `model.streaming.above_seconds` are
+decoded in overlapping chunks (streaming), which bounds memory whatever the length; `lifecycle transcribe --stream`
+does the same from a file."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from lifecycle.audio import AUDIO_SHIFTS, audio_descriptors, encode_wav, shift_a
 from lifecycle.config import ConfigError
 from lifecycle.tasks import register_task
 from lifecycle.tasks.asr.codec import AsrCodec
-from lifecycle.tasks.asr.config import AsrCollect, AsrModel, AsrValidate
+from lifecycle.tasks.asr.config import AsrCollect, AsrModel, AsrValidate, vocabulary_fits_decoding
 from lifecycle.tasks.asr.network import AsrNetwork
 from lifecycle.tasks.asr.outputs import AsrOutputs
 from lifecycle.tasks.asr.reports import AsrReports
@@ -75,7 +77,7 @@ SPEC = register_task(
         name="asr",
         endpoint="transcribe",
         goal=Goal("wer", higher_is_better=False),
-        schemas=Schemas(collect=AsrCollect, model=AsrModel, validate=AsrValidate),
+        schemas=Schemas(collect=AsrCollect, model=AsrModel, validate=AsrValidate, check=vocabulary_fits_decoding),
         build_parts=parts,
         capabilities=frozenset({"labeling", "streaming", "variable_size"}),
         card=ModelCardText(
@@ -90,8 +92,9 @@ SPEC = register_task(
                     "voices, background conversation and real rooms are outside what it has heard."
                 ),
                 (
-                    "Knows only its vocabulary (zero-nine, oh, yes no up down left right on off stop go): every word "
-                    "it outputs is one of them, whatever was said."
+                    "With model.constrain_to_vocabulary (the default) it knows only its vocabulary (zero-nine, oh, yes "
+                    "no up down left right on off stop go): every word it outputs is one of them, whatever was said. "
+                    "With an open vocabulary it spells what it hears, and misspells words unlike those it trained on."
                 ),
             ),
         ),

@@ -11,7 +11,6 @@ import torch
 from lifecycle.audio import SAMPLE_RATE, decode_audio
 from lifecycle.samples import Label
 from lifecycle.sequence import pad_to_widest
-from lifecycle.tasks.asr.decoding import charset_of
 from lifecycle.tasks.asr.features import AudioTransform, LogMel, spectrogram_frames
 from lifecycle.tasks.parts import Codec
 
@@ -31,7 +30,7 @@ class AsrCodec(Codec):
 
     @property
     def charset(self) -> str:
-        return charset_of(self.vocabulary)
+        return self.cfg.collect.charset()
 
     @property
     def features(self) -> LogMel:

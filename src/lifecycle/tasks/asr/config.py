@@ -13,6 +13,7 @@ from lifecycle.config import Strict, ValidateConfig
 from lifecycle.sequence import EncoderHeight
 from lifecycle.sources.speech import VOCABULARY, Prosody
 from lifecycle.splitting import SPLITS
+from lifecycle.tasks.asr.decoding import charset_of
 from lifecycle.tasks.asr.features import FRAME_SAMPLES
 
 DEFAULT_VOICES = {
@@ -68,6 +69,11 @@ class AsrCollect(Strict):
     folder: Path | None = Field(
         None, description="your own clips: a folder of audio files and labels.tsv (path<TAB>transcript)"
     )
+    alphabet: str | None = Field(
+        None,
+        description="open vocabulary: the characters transcripts are spelled with (the space apart), any word of them "
+        "is collected; unset: every word must be a vocabulary word, spelled with the vocabulary's letters",
+    )
 
     @field_validator("vocabulary", mode="before")
     @classmethod
@@ -84,6 +90,15 @@ class AsrCollect(Strict):
         if len(set(words)) != len(words):
             raise ValueError("words must be unique")
         return words
+
+    @field_validator("alphabet")
+    @classmethod
+    def _characters(cls, alphabet: str | None) -> str | None:
+        if alphabet is not None and (not alphabet or any(c.isspace() or not c.isprintable() for c in alphabet)):
+            raise ValueError(
+                f"the alphabet is printable characters, no spaces (words are split at spaces): {alphabet!r}"
+            )
+        return alphabet
 
     @model_validator(mode="after")
     def _voices_exist(self) -> AsrCollect:
@@ -104,7 +119,13 @@ class AsrCollect(Strict):
             raise ValueError("voices: every split needs its own voices; a voice in two splits is heard in training")
         if self.embedded and not set(self.vocabulary) <= set(VOCABULARY):
             raise ValueError(f"synthesis speaks only {list(VOCABULARY)}; set embedded: false to bring other words")
+        if self.embedded and self.alphabet and (missing := sorted(set("".join(self.vocabulary)) - set(self.alphabet))):
+            raise ValueError(f"alphabet lacks {missing}, which the synthesized vocabulary words are spelled with")
         return self
+
+    def charset(self) -> str:
+        """The characters the model spells transcripts with (the space first)."""
+        return charset_of([self.alphabet] if self.alphabet else self.vocabulary)
 
     def prosody(self) -> Prosody:
         return Prosody(
@@ -180,11 +201,46 @@ class Streaming(Strict):
         return self.frames(self.chunk_seconds), self.frames(self.context_seconds)
 
 
+class ConformerSize(Strict):
+    """The Conformer encoder's sizes (`model.arch: conformer`)."""
+
+    dim: int = Field(96, ge=8, description="features per frame (attention, convolutions): a multiple of heads")
+    layers: int = Field(4, ge=1)
+    heads: int = Field(4, ge=1, description="attention heads")
+    ffn_dim: int = Field(256, ge=8, description="hidden units of each layer's two feed-forward modules")
+    kernel_size: int = Field(15, ge=3, description="depthwise convolution, in 40 ms frames (odd)")
+    subsampling_channels: int = Field(32, ge=4, description="channels of the two strided convolutions before")
+
+    @model_validator(mode="after")
+    def _shapes(self) -> ConformerSize:
+        if self.dim % self.heads:
+            raise ValueError(f"dim ({self.dim}) must be a multiple of heads ({self.heads}): each head reads dim/heads")
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd (a frame sees as many on either side), got {self.kernel_size}")
+        return self
+
+
 class AsrModel(Strict):
+    arch: Literal["crnn", "conformer"] = Field(
+        "crnn", description="crnn: convolutions + bidirectional LSTM; conformer: torchaudio's Conformer encoder"
+    )
     n_mels: EncoderHeight = Field(32, description="log-mel bands (the encoder's height: a multiple of 16)")
-    width: int = Field(24, ge=4, description="channels of the encoder's stem; x2 and x4 further in")
-    hidden: int = Field(96, ge=8, description="LSTM units per direction")
+    width: int = Field(24, ge=4, description="crnn: channels of the encoder's stem; x2 and x4 further in")
+    hidden: int = Field(96, ge=8, description="crnn: LSTM units per direction")
+    conformer: ConformerSize = Field(default_factory=ConformerSize, description="conformer: its sizes")
     dropout: float = Field(0.1, ge=0, lt=1)
     constrain_to_vocabulary: bool = Field(True, description="replace each decoded word by the nearest vocabulary word")
     augment: AudioAugment = Field(default_factory=AudioAugment)
     streaming: Streaming = Field(default_factory=Streaming)
+
+
+def vocabulary_fits_decoding(section: Any) -> Any:
+    """An open vocabulary (collect.alphabet) is decoded as spelled: mapping each word onto the vocabulary would
+    turn every word outside it into an error."""
+    if section.collect.alphabet is not None and section.model.constrain_to_vocabulary:
+        raise ValueError(
+            "model.constrain_to_vocabulary: true maps every decoded word onto collect.vocabulary, but collect.alphabet "
+            "admits any word spelled with its characters; set model.constrain_to_vocabulary: false for an open "
+            "vocabulary, or unset collect.alphabet"
+        )
+    return section

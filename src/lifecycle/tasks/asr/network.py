@@ -1,5 +1,6 @@
-"""asr's model: the OCR task's CRNN reading a spectrogram like a text line, character-level CTC, and the
-character and word error rates. Inputs too long for one pass are decoded in overlapping chunks."""
+"""asr's model: the OCR task's CRNN reading a spectrogram like a text line or a Conformer encoder (`model.arch`),
+character-level CTC, and the character and word error rates. Inputs too long for one pass are decoded in
+overlapping chunks."""
 
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from lifecycle.sequence import CTCRecognizer, ctc_loss, text_metrics
-from lifecycle.tasks.asr.decoding import charset_of
+from lifecycle.sequence import CTCModel, CTCRecognizer, ctc_loss, text_metrics
 from lifecycle.tasks.asr.streaming import _padded, chunks, streamed_outputs
 from lifecycle.tasks.parts import Forward, Network
 
@@ -27,8 +27,12 @@ class AsrNetwork(Network):
         self.outputs = outputs
 
     def build(self) -> nn.Module:
-        m = self.cfg.model
-        return CTCRecognizer(len(charset_of(self.cfg.collect.vocabulary)), m.n_mels, m.width, m.hidden, m.dropout)
+        m, chars = self.cfg.model, len(self.cfg.collect.charset())
+        if m.arch == "conformer":
+            from lifecycle.tasks.asr.conformer import ConformerEncoder
+
+            return CTCModel(ConformerEncoder(m.n_mels, m.conformer, m.dropout), chars, m.dropout)
+        return CTCRecognizer(chars, m.n_mels, m.width, m.hidden, m.dropout)
 
     def forward(self, model: nn.Module, inputs: dict[str, Any]) -> Forward:
         outputs = self._outputs(model, inputs)

@@ -1,5 +1,6 @@
 """Where asr's clips come from: utterances synthesized with eSpeak NG (the test split in voices training never
-hears), a user folder and the landing zone, each a folder of audio files with a `labels.tsv` of transcripts."""
+hears), a user folder and the landing zone, each a folder of audio files with a `labels.tsv` of transcripts; which
+transcripts it takes: vocabulary words, or with an open vocabulary (`collect.alphabet`) words of its characters."""
 
 from __future__ import annotations
 
@@ -36,8 +37,13 @@ class AsrSource(Source):
                 c.utterances, c.voices, self.cfg.split.model_dump(), c.seed, c.prosody(), c.workers, c.vocabulary
             )
 
-    def label_set(self) -> list[str]:
-        return list(self.vocabulary)
+    @property
+    def alphabet(self) -> str | None:
+        return self.cfg.collect.alphabet
+
+    def label_set(self) -> list[str] | None:
+        """The vocabulary; none for an open vocabulary, whose words are not classes."""
+        return None if self.alphabet else list(self.vocabulary)
 
     def groupings(self, row: dict[str, Any]) -> dict[str, str]:
         """The voice (accent+variant) and the accent alone: a test voice can be new while its accent is not."""
@@ -45,14 +51,29 @@ class AsrSource(Source):
         return {"voice": voice, "accent": voice.split("+")[0]} if isinstance(voice, str) and voice else {}
 
     def classes_of(self, label: Label) -> list[str]:
-        return label.split() if isinstance(label, str) else []
+        return label.split() if isinstance(label, str) and not self.alphabet else []
+
+    def transcript_problem(self, transcript: str) -> str | None:
+        """Why a transcript cannot be learned (characters outside the alphabet, or words outside the vocabulary,
+        naming them and the key that admits them); None when it can."""
+        if self.alphabet:
+            if unknown := sorted(set(transcript.replace(" ", "")) - set(self.alphabet)):
+                return f"characters outside asr.collect.alphabet: {unknown} in {transcript!r}"
+            return None
+        if unknown := sorted({w for w in transcript.split() if w not in self.vocabulary}):
+            return (
+                f"words outside the vocabulary: {unknown} in {transcript!r}; add them to asr.collect.vocabulary, or "
+                "for an open vocabulary set asr.collect.alphabet (the characters words are spelled with) and "
+                "asr.model.constrain_to_vocabulary: false"
+            )
+        return None
 
     def inspect(self, data: bytes, label: Label) -> dict[str, Any]:
         v = self.cfg.validation
         if not isinstance(label, str) or not label.split():
             raise InvalidSample("empty transcript: a clip needs the words it says")
-        if unknown := sorted({w for w in label.split() if w not in self.vocabulary}):
-            raise InvalidSample(f"words outside the vocabulary: {unknown} in {label!r}")
+        if problem := self.transcript_problem(" ".join(label.split())):
+            raise InvalidSample(problem)
         try:
             info = audio_info(data)
             if info["duration"] > v.max_seconds:
@@ -80,13 +101,14 @@ class AsrSource(Source):
         }
 
     def data_checks(self, rows: list[dict[str, Any]]) -> Checks:
-        """Clip lengths within the validation bounds, transcripts only of vocabulary words, and at least as many
-        encoder frames as characters (CTC emits at most one character per frame)."""
+        """Clip lengths within the validation bounds, transcripts only of vocabulary words (open vocabulary: of the
+        alphabet's characters), and at least as many encoder frames as characters (CTC emits at most one character
+        per frame)."""
         import great_expectations.expectations as gxe
         import pandas as pd
 
         v = self.cfg.validation
-        words = "|".join(map(re.escape, self.vocabulary))
+        words = rf"[{re.escape(self.alphabet)}]+" if self.alphabet else "|".join(map(re.escape, self.vocabulary))
         clips = pd.DataFrame.from_records(
             [
                 {

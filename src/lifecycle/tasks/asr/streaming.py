@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from lifecycle.audio import SAMPLE_RATE
-from lifecycle.sequence import STRIDE, CTCRecognizer, Reader
+from lifecycle.sequence import STRIDE, CTCModel, Reader
 from lifecycle.tasks.asr.decoding import word_error_rate
 from lifecycle.tasks.asr.features import FRAME_SAMPLES, LogMel, spectrogram_frames
 
@@ -83,7 +83,7 @@ def streamed_outputs(model: nn.Module, windows: Iterator[Chunk]) -> dict[str, to
 
 def chunk_outputs(model: nn.Module, piece: Chunk) -> tuple[torch.Tensor, torch.Tensor]:
     """(1 x F x classes logits, 1 x F x features encoder frames) of the frames a chunk decides."""
-    recognizer = cast(CTCRecognizer, model)
+    recognizer = cast(CTCModel, model)
     spec = piece.spec.to(next(model.parameters()).device)[None]
     frames, _lengths = recognizer.encoder(spec, torch.tensor([spec.shape[-1]], device=spec.device))
     kept = frames[:, piece.keep_from : piece.keep_to]
