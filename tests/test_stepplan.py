@@ -33,3 +33,20 @@ def test_a_short_run_and_a_tiny_validation_split_say_so():
     assert plan.total_steps == 12
     assert "only 12 optimizer steps (6 epochs x 2)" in plan.warnings[0]
     assert "the validation split holds 20 samples: too few to rank epochs" in plan.warnings[1]
+
+
+@pytest.mark.parametrize("epochs, steps_per_epoch", [(1, 4), (2, 2), (1, 2), (1, 1), (3, 5)])
+def test_onecycle_runs_through_the_shortest_runs(epochs, steps_per_epoch):
+    """A quarter of 4 steps is one warm-up step, where OneCycleLR would divide by zero."""
+    import torch
+
+    from lifecycle.trainer import build_scheduler
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler = build_scheduler(optimizer, TrainConfig(epochs=epochs), steps_per_epoch)
+    rates = []
+    for _ in range(epochs * steps_per_epoch):
+        optimizer.step()
+        scheduler.step()
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert all(0 <= rate <= 0.1 for rate in rates)

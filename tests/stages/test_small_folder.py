@@ -9,9 +9,8 @@ import random
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
-
 import torch
+from PIL import Image, ImageDraw
 
 from conftest import make_task
 from lifecycle.atomic import read_jsonl
