@@ -49,7 +49,11 @@ class DetectReports(Reports):
                 )
             )
             objects = prediction["objects"]
-            answered = torch.from_numpy(decode_class_map(prediction["mask"], classes))
+            answered = (  # a box-only architecture answers no class map
+                torch.from_numpy(decode_class_map(prediction["mask"], classes))
+                if "mask" in prediction
+                else torch.zeros_like(truth)
+            )
             pictures.append(
                 draw(
                     image,
