@@ -151,3 +151,20 @@ def test_local_weights_for_other_classes_load_beyond_the_head(tmp_path):
     assert loaded["missing"] == [] and loaded["loaded"] == len(theirs.net.state_dict()) - 4
     backbone = "backbone.body.0.0.weight"
     assert torch.equal(model.net.state_dict()[backbone], theirs.net.state_dict()[backbone])
+
+
+def test_a_detectors_weights_name_is_read_from_the_local_hub_cache_only(tmp_path, monkeypatch):
+    from torchvision.models import get_weight
+
+    arch, name = "ssdlite320_mobilenet_v3_large", "SSDLite320_MobileNet_V3_Large_Weights.COCO_V1"
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    params = params_for(arch, weights=name)
+    with pytest.raises(FileNotFoundError, match=f"place the file .* at {tmp_path}/hub/checkpoints/"):
+        make_task(params, "detect").network.pretrained()
+    coco = make_task(params_for(arch), "detect").network.build().net  # stands in for the COCO file: other classes
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(coco.state_dict(), tmp_path / "hub" / "checkpoints" / get_weight(name).url.rsplit("/", 1)[1])
+    params["detect"]["collect"]["classes"] = ["cat", "dog"]
+    _, loaded = make_task(params, "detect").network.pretrained()
+    assert loaded["weights"] == name and loaded["replaced"] and loaded["missing"] == []
+    assert all(k.startswith("head.classification_head.") for k in loaded["replaced"])
