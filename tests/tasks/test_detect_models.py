@@ -168,3 +168,11 @@ def test_a_detectors_weights_name_is_read_from_the_local_hub_cache_only(tmp_path
     _, loaded = make_task(params, "detect").network.pretrained()
     assert loaded["weights"] == name and loaded["replaced"] and loaded["missing"] == []
     assert all(k.startswith("head.classification_head.") for k in loaded["replaced"])
+
+
+def test_a_box_only_prediction_pre_annotates_rectangles_for_label_studio():
+    task = make_task(params_for("fcos_resnet50_fpn"), "detect")
+    prediction = {"objects": [{"label": "3", "score": 0.9, "box": [8.0, 16.0, 40.0, 48.0]}], "size": [64, 80]}
+    (region,) = task.labeling.to_label_studio(prediction)
+    assert region["type"] == "rectanglelabels" and (region["original_width"], region["original_height"]) == (80, 64)
+    assert region["value"] | {"x": 10.0, "y": 25.0, "width": 40.0, "height": 50.0} == region["value"]
