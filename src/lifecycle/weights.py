@@ -66,8 +66,14 @@ def read_weights(spec: str) -> Weights:
                 f"weights {spec} are not in the local torch hub cache: nothing is downloaded; place the file "
                 f"{Path(enum.url).name} at {path} (from {enum.url})"
             )
-        transform = enum.transforms()
-        return Weights(_state_dict_of(_load(path), path), spec, list(transform.mean), list(transform.std))
+        transform = enum.transforms()  # a detector's weights normalise inside the model: their transform has no mean
+        mean, std = getattr(transform, "mean", None), getattr(transform, "std", None)
+        return Weights(
+            _state_dict_of(_load(path), path),
+            spec,
+            None if mean is None else list(mean),
+            None if std is None else list(std),
+        )
     path = Path(spec).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"no weights file at {path.resolve()}; place it there or fix model.weights")
@@ -139,3 +145,15 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], head: str, origi
     model.load_state_dict(usable, strict=False)
     report.loaded = len(usable)
     return report
+
+
+def load_initial(model: nn.Module, spec: str, head: str | None, wrapper: str = "net.") -> dict[str, Any]:
+    """Load the weights at `spec` into `model` (see `load_into`; `head` None: the file's head is kept, and must
+    fit) and say what was loaded. This project's own model file of a wrapped torchvision model holds its keys
+    under the `wrapper` prefix, which is dropped."""
+    weights = read_weights(spec)
+    state = weights.state_dict
+    if all(k.startswith(wrapper) for k in state):
+        state = {k.removeprefix(wrapper): v for k, v in state.items()}
+    report = load_into(model, state, "\0" if head is None else head, weights.origin)  # "\0": no key is under it
+    return {"weights": weights.origin, **report.as_dict()}

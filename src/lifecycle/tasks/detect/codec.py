@@ -37,8 +37,13 @@ class DetectCodec(Codec):
         return {"images": torch.stack([x["image"] for x in inputs]), "sizes": torch.stack([x["size"] for x in inputs])}
 
     def collate(self, items: Sequence[tuple[Any, Any]]) -> tuple[dict[str, Any], list[dict[str, torch.Tensor]]]:
-        """Training and evaluation batches also carry the true boxes as an input: the classifier head learns to
-        name the objects at those boxes (teacher forcing), whatever the detector finds meanwhile."""
+        """Training and evaluation batches also carry the true objects as an input: the built-in network's
+        classifier head learns to name the objects at those boxes (teacher forcing), whatever the detector finds
+        meanwhile; a torchvision detector takes them as its targets."""
         inputs, targets = zip(*items, strict=True)
-        teacher = {"boxes": [t["boxes"] for t in targets], "foreground": torch.stack([t["mask"] > 0 for t in targets])}
+        teacher = {
+            "boxes": [t["boxes"] for t in targets],
+            "labels": [t["labels"] for t in targets],
+            "class_map": torch.stack([t["mask"] for t in targets]),
+        }
         return {**self.batch_inputs(inputs), **teacher}, list(targets)

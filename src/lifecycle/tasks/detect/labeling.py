@@ -35,8 +35,9 @@ class DetectLabeling(Labeling):
         )
 
     def to_label_studio(self, prediction: dict[str, Any]) -> list[dict[str, Any]]:
-        """Boxes in percent of the image, as Label Studio places rectangles; each class's pixels as a brush mask."""
-        height, width = prediction["mask"]["size"]
+        """Boxes in percent of the image, as Label Studio places rectangles; each class's pixels as a brush mask
+        (where the architecture answers masks)."""
+        height, width = prediction["mask"]["size"] if "mask" in prediction else prediction["size"]
         size = {"original_width": width, "original_height": height, "image_rotation": 0}
         result = []
         for o in prediction["objects"]:
@@ -44,6 +45,8 @@ class DetectLabeling(Labeling):
             box = {"x": 100 * x0 / width, "y": 100 * y0 / height, "width": 100 * (x1 - x0) / width}
             box |= {"height": 100 * (y1 - y0) / height, "rotation": 0, "rectanglelabels": [o["label"]]}
             result.append({"from_name": BOX, "to_name": IMAGE, "type": "rectanglelabels", "value": box, **size})
+        if "mask" not in prediction:
+            return result
         class_map = decode_class_map(prediction["mask"], self.classes)
         for k in (int(v) for v in np.unique(class_map) if v > 0):
             brush = {"format": "rle", "rle": to_brush_rle(class_map == k), "brushlabels": [self.classes[k - 1]]}

@@ -1,6 +1,6 @@
 """detect's model: DetectNet, a small U-Net whose heads find objects (class-agnostic CenterNet heads), mark their
-pixels (a foreground head) and name them (a classifier over each object's crop of the foreground, via RoIAlign);
-its loss and its metrics."""
+pixels (a foreground head) and name them (a classifier over each object's crop of the foreground, via RoIAlign), or
+a torchvision detector (`model.arch`); the loss and the metrics."""
 
 from __future__ import annotations
 
@@ -13,12 +13,15 @@ from torch import nn
 from lifecycle.nets import conv_block
 from lifecycle.tasks.detect.losses import focal_loss, soft_dice_loss
 from lifecycle.tasks.detect.metrics import detection_metrics
+from lifecycle.tasks.detect.targets import STRIDE
+from lifecycle.tasks.detect.torchvision_models import TorchvisionDetector, targets_of, torchvision_detector
 from lifecycle.tasks.parts import Forward, Network
+from lifecycle.weights import load_initial
+from lifecycle.zoo import BUILTIN
 
 if TYPE_CHECKING:  # torchmetrics takes seconds to import; stages that never compute metrics skip it
     from torchmetrics import MetricCollection
 
-STRIDE = 4  # the detection heads' grid: one cell per 4x4 input pixels
 CROP = 28  # the classifier sees each object as MNIST does: 28x28, the object's longer side ~20 pixels
 CROP_MARGIN = 1.4
 CROP_VIEWS = 2
@@ -164,15 +167,40 @@ def top_centres(outputs: dict[str, torch.Tensor], k: int) -> tuple[torch.Tensor,
 class DetectNetwork(Network):
     reads = ("collect", "model")
 
-    def build(self) -> DetectNet:
-        return DetectNet(len(self.cfg.collect.classes), self.cfg.model.width, self.cfg.model.max_objects)
+    def build(self) -> nn.Module:
+        m, n = self.cfg.model, len(self.cfg.collect.classes)
+        if m.arch == BUILTIN:
+            return DetectNet(n, m.width, m.max_objects)
+        return torchvision_detector(m.arch, n, m.input_size, m.nms_iou, m.max_objects, m.builder_args)
+
+    def pretrained(self, keep_head: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+        model = self.build()
+        if self.cfg.model.weights is None:
+            return model, {}
+        if isinstance(model, TorchvisionDetector):
+            target, head = model.net, model.head
+        else:
+            target, head = model, "classifier."  # its last layer names the classes
+        return model, load_initial(target, self.cfg.model.weights, None if keep_head else head)
+
+    def head_prefix(self, model: nn.Module) -> str | None:
+        return f"net.{model.head}" if isinstance(model, TorchvisionDetector) else None
 
     def forward(self, model: nn.Module, inputs: dict[str, Any]) -> Forward:
-        model = cast(DetectNet, model)
-        outputs, features = model.forward_features(inputs["images"], inputs.get("boxes"), inputs.get("foreground"))
+        if isinstance(model, TorchvisionDetector):
+            targets = targets_of(inputs, self.cfg.model.masks)
+            outputs, features = model.forward_features(inputs["images"], targets)
+        else:
+            class_map = inputs.get("class_map")
+            foreground = None if class_map is None else class_map > 0
+            outputs, features = cast(DetectNet, model).forward_features(
+                inputs["images"], inputs.get("boxes"), foreground
+            )
         return Forward({**outputs, "sizes": inputs["sizes"]}, features)
 
-    def loss(self, outputs: dict[str, torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+    def loss(self, outputs: dict[str, Any], targets: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+        if "losses" in outputs:  # a torchvision detector's own loss terms
+            return cast(torch.Tensor, sum(value.float() for value in outputs["losses"].values()))
         m = self.cfg.model
         heatmap = torch.stack([t["heatmap"] for t in targets])
         box_target = torch.stack([t["box_target"] for t in targets])
@@ -198,5 +226,5 @@ class DetectNetwork(Network):
         from torchmetrics import MetricCollection
 
         m = self.cfg.model
-        metric = detection_metrics()(len(self.cfg.collect.classes), m.score_threshold, m.nms_iou)
+        metric = detection_metrics()(len(self.cfg.collect.classes), m.score_threshold, m.nms_iou, m.masks)
         return MetricCollection({"detection": metric})

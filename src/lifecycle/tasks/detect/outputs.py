@@ -1,5 +1,5 @@
-"""detect's answer: the objects (class, score, box in the image's pixels) and the class map, which the HTTP
-answer includes on `?mask=true`; an image's confidence is its weakest object's score."""
+"""detect's answer: the objects (class, score, box in the image's pixels) and, for architectures answering masks, the
+class map, which the HTTP answer includes on `?mask=true`; an image's confidence is its weakest object's score."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from lifecycle.masks import encode_class_map
 from lifecycle.samples import InvalidInput
-from lifecycle.tasks.detect.decoding import detections, paint
+from lifecycle.tasks.detect.decoding import Detections, detections, paint, paint_instances
 from lifecycle.tasks.parts import Outputs
 
 
@@ -44,38 +44,52 @@ class DetectOutputs(Outputs):
     }
 
     def predict(self, outputs: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+        """Each image's objects, and its class map (`mask`) where the architecture answers masks, else its size
+        (`size`: [h, w], for what places boxes on the image, such as Label Studio's pre-annotations)."""
         m, classes = self.cfg.model, self.cfg.collect.classes
         answers = []
-        for found, logits, (h, w) in zip(
-            detections(outputs, m.score_threshold, m.nms_iou),
-            outputs["foreground"],
-            outputs["sizes"].tolist(),
-            strict=True,
+        for i, (found, (h, w)) in enumerate(
+            zip(detections(outputs, m.score_threshold, m.nms_iou), outputs["sizes"].tolist(), strict=True)
         ):
             scale = torch.tensor([w, h, w, h], dtype=torch.float32) / m.input_size
-            foreground = F.interpolate(logits[None].float().cpu(), size=(h, w), mode="bilinear")[0, 0] > 0
-            class_map = paint(foreground, found, scale)
             boxes = (found.boxes.cpu() * scale).clamp(min=0).minimum(torch.tensor([w, h, w, h], dtype=torch.float32))
-            answers.append(
-                {
-                    "objects": [
-                        {"label": classes[int(c)], "score": round(float(sc), 4), "box": [round(float(v), 1) for v in b]}
-                        for b, sc, c in zip(boxes, found.scores, found.labels, strict=True)
-                    ],
-                    "mask": encode_class_map(class_map.numpy(), classes),
-                }
-            )
+            answer: dict[str, Any] = {
+                "objects": [
+                    {"label": classes[int(c)], "score": round(float(sc), 4), "box": [round(float(v), 1) for v in b]}
+                    for b, sc, c in zip(boxes, found.scores, found.labels, strict=True)
+                ]
+            }
+            if m.masks:
+                answer["mask"] = encode_class_map(self._class_map(outputs, i, found, (h, w)).numpy(), classes)
+            else:
+                answer["size"] = [h, w]
+            answers.append(answer)
         return answers
 
+    def _class_map(
+        self, outputs: dict[str, torch.Tensor], i: int, found: Detections, size: tuple[int, int]
+    ) -> torch.Tensor:
+        if "foreground" not in outputs:  # instance masks
+            return paint_instances(found, size)
+        scale = torch.tensor([size[1], size[0], size[1], size[0]], dtype=torch.float32) / self.cfg.model.input_size
+        foreground = F.interpolate(outputs["foreground"][i][None].float().cpu(), size=size, mode="bilinear")[0, 0] > 0
+        return paint(foreground, found, scale)
+
     def answer(self, prediction: dict[str, Any], options: dict[str, str]) -> dict[str, Any]:
-        """`?mask=true` adds the class map; without it the answer is the objects only."""
+        """`?mask=true` adds the class map; without it the answer is the objects only. An architecture answering
+        boxes only refuses `?mask=true` (400)."""
         unknown = sorted(set(options) - {"mask"})
         if unknown:
             raise InvalidInput(f"unknown query parameter(s) {unknown}; /detect takes mask=true|false")
         flag = options.get("mask", "false").lower()
         if flag not in ("true", "false", "1", "0"):
             raise InvalidInput(f"mask must be true or false, got {options['mask']!r}")
-        return prediction if flag in ("true", "1") else {k: v for k, v in prediction.items() if k != "mask"}
+        if flag in ("true", "1") and not self.cfg.model.masks:
+            raise InvalidInput(
+                f"mask=true: this model ({self.cfg.model.arch}) answers boxes only; ask without mask, or serve an "
+                "architecture with masks"
+            )
+        return prediction if flag in ("true", "1") else {"objects": prediction["objects"]}
 
     def confidence(self, prediction: dict[str, Any]) -> float:
         """The weakest answered object's score: an image is as sure as its least sure object (0 with none)."""

@@ -49,7 +49,11 @@ class DetectReports(Reports):
                 )
             )
             objects = prediction["objects"]
-            answered = torch.from_numpy(decode_class_map(prediction["mask"], classes))
+            answered = (  # a box-only architecture answers no class map
+                torch.from_numpy(decode_class_map(prediction["mask"], classes))
+                if "mask" in prediction
+                else torch.zeros_like(truth)
+            )
             pictures.append(
                 draw(
                     image,
@@ -104,6 +108,10 @@ def _colour(k: int, n: int) -> tuple[float, float, float]:
 
 
 def save_grid(images: Sequence[torch.Tensor], path: Path, title: str) -> None:
+    """The images in rows of four, each padded with white to the largest's size (your own images vary in size)."""
+    import torch.nn.functional as F
     from torchvision.utils import make_grid
 
-    save_image_grid(make_grid(list(images), nrow=4, padding=4, pad_value=255), path, title)
+    height, width = max(i.shape[-2] for i in images), max(i.shape[-1] for i in images)
+    padded = [F.pad(i, (0, width - i.shape[-1], 0, height - i.shape[-2]), value=255) for i in images]
+    save_image_grid(make_grid(padded, nrow=4, padding=4, pad_value=255), path, title)
