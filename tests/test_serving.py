@@ -1,9 +1,12 @@
+import asyncio
 import json
+import time
+from typing import Any
 
 import pytest
 
 from conftest import make_task
-from lifecycle.serving import Predictor
+from lifecycle.serving import Answer, MicroBatcher, Overloaded, Predictor
 from lifecycle.stages.train import train
 
 
@@ -22,3 +25,34 @@ def test_predictor_answers_with_fixed_low_dimensional_embeddings(prepared, tiny_
     assert again[0].embedding == pytest.approx(answers[0].embedding, abs=1e-4), "same projection in every process"
     assert [a.prediction for a in answers] == first.predict(raw)
     json.dumps([a.prediction for a in answers])
+
+
+class SlowModel:
+    """Stands in for a Predictor whose every call takes `seconds`, whatever the batch."""
+
+    tag = "slow"
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def infer(self, prepared: list[Any]) -> list[Answer]:
+        time.sleep(self.seconds)
+        return [Answer({"input": x}, []) for x in prepared]
+
+
+def test_a_slow_model_is_waited_for_and_only_a_queue_beyond_capacity_is_refused():
+    async def scenario() -> tuple[list[Any], list[Any], float]:
+        batcher = MicroBatcher(SlowModel(0.2), max_batch_size=4, max_latency_ms=100)  # a batch: twice the bound
+        await batcher.infer("first")  # the batcher measures its batch time
+        started = time.perf_counter()
+        within_a_batch = await asyncio.gather(*(batcher.infer(i) for i in range(4)), return_exceptions=True)
+        took = time.perf_counter() - started
+        beyond = await asyncio.gather(*(batcher.infer(i) for i in range(12)), return_exceptions=True)
+        return within_a_batch, beyond, took
+
+    within_a_batch, beyond, took = asyncio.run(scenario())
+    assert [answer.prediction for answer, _ in within_a_batch] == [{"input": i} for i in range(4)]
+    assert took < 0.1 + 2 * 0.2 + 0.2  # max_latency_ms plus two batch times, and slack for a loaded machine
+    refused = [r for r in beyond if isinstance(r, Overloaded)]
+    assert len(refused) == 8 and all(r.retry_after >= 1 for r in refused), beyond  # 4 queued: one batch ahead
+    assert [answer.prediction for answer, _ in beyond[:4]] == [{"input": i} for i in range(4)]

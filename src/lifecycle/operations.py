@@ -16,7 +16,9 @@ class ServeConfig(Strict):
     """How the service answers this task: adaptive batching of concurrent requests, and the embedding it logs."""
 
     max_batch_size: int = Field(32, ge=1, description="most requests merged into one model call (1: no batching)")
-    max_latency_ms: int = Field(1000, ge=1, description="a request waiting longer than this is refused (503)")
+    max_latency_ms: int = Field(
+        1000, ge=1, description="a request that would queue longer than this behind waiting batches is refused (503)"
+    )
     device: str = device_field()
     embedding_dims: int = Field(
         8,

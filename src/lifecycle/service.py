@@ -6,7 +6,7 @@ One hop per process (`serving.workers` processes share the port): the service pa
 `prepare` (the evaluation transform) in a worker thread, and hands it to the task's micro-batcher, which merges
 the requests that arrive while a batch runs into the next `Predictor.infer` call (adaptive batching); then it
 answers and logs the request for monitoring. There is no internal HTTP call to fail or hang: a request beyond
-capacity (it would wait over `<task>.serve.max_latency_ms`) is answered 503 with Retry-After at once.
+capacity (it would queue over `<task>.serve.max_latency_ms`) is answered 503 with Retry-After at once.
 
 Every `serving.reload_seconds` the service looks for a new production model in the store (a promotion or a
 rollback) and swaps it in: requests already holding the old model finish on it, later ones get the new one,

@@ -95,8 +95,8 @@ class MicroBatcher:
     """Concurrent requests of one event loop merged into one `Predictor.infer` call (adaptive batching): while a
     batch runs, the requests that arrive queue, and the next batch takes all of them, up to `max_batch_size`. So a
     lone request waits for nothing and a busy service makes big batches. The model runs in one thread of its own;
-    the event loop keeps accepting meanwhile. A request that would wait longer than `max_latency_ms` (from the
-    measured batch time and the queue) is refused with `Overloaded` at once instead of queueing."""
+    the event loop keeps accepting meanwhile. A request that would queue longer than `max_latency_ms` behind the
+    batches already waiting (from the measured batch time) is refused with `Overloaded` at once."""
 
     def __init__(self, predictor: Predictor, max_batch_size: int, max_latency_ms: int) -> None:
         self.predictor = predictor
@@ -111,8 +111,10 @@ class MicroBatcher:
         self.running = 0  # inputs in the batch being run
 
     def expected_wait_s(self) -> float:
-        """Time until a request arriving now is answered: the batches queued before it, its own, the running one."""
-        return (len(self._queue) // self.max_batch_size + 1 + (self.running > 0)) * self._batch_s
+        """How long a request arriving now queues behind the full batches already waiting. The rest of the running
+        batch and its own batch come on top, so an admitted request is answered within `max_latency_ms` plus two
+        batch times: a slow model alone never turns requests away, only a queue that grows beyond capacity."""
+        return (len(self._queue) // self.max_batch_size) * self._batch_s
 
     def pending(self) -> int:
         return len(self._queue) + self.running
