@@ -28,10 +28,10 @@ def patience_epochs(patience: int | str, steps_per_epoch: int, epochs: int) -> i
 
 
 def warmup_share(warmup: float | str, total_steps: int) -> float:
-    """onecycle's warm-up share of the run: given, or a quarter capped at WARMUP_STEPS steps (at least 5 %)."""
-    if warmup != "auto":
-        return float(warmup)
-    return min(0.25, max(0.05, WARMUP_STEPS / max(total_steps, 1)))
+    """onecycle's warm-up share of the run: given, or a quarter capped at WARMUP_STEPS steps (at least 5 %). A share
+    that comes to exactly one step becomes 1.5 steps: OneCycleLR divides by (share x steps - 1)."""
+    share = float(warmup) if warmup != "auto" else min(0.25, max(0.05, WARMUP_STEPS / max(total_steps, 1)))
+    return 1.5 / total_steps if round(share * total_steps, 9) == 1 else share
 
 
 @dataclass(frozen=True)

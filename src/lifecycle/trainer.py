@@ -84,8 +84,6 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_pe
     if cfg.scheduler == "onecycle":
         max_lr = [group["lr"] for group in optimizer.param_groups]  # the backbone's may be lower
         warmup = warmup_share(cfg.warmup, total)
-        if round(warmup * total, 9) == 1:  # OneCycleLR divides by (pct_start x total - 1): one warm-up step is 0/0
-            warmup = 1.5 / total
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total, pct_start=warmup)
     if cfg.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
