@@ -177,24 +177,16 @@ def make_project(root: Path, tiny_params: dict[str, Any]) -> Path:
         (root / "data" / "incoming" / task).mkdir(parents=True)
         (root / "data" / "incoming" / task / ".gitkeep").touch()
     (root / "params.yaml").write_text(yaml.safe_dump(tiny_params, sort_keys=False))
-    write_dvc_yaml(root)
+    from lifecycle.pipeline import dvc_yaml_text, tasks_in
+
+    # what `lifecycle dvc-yaml` writes, in this process: a CLI start costs seconds
+    (root / "dvc.yaml").write_text(dvc_yaml_text(tasks_in(root / "params.yaml"), root / "src"), encoding="utf-8")
     run(["git", "init", "-q"], root)
     run([sys.executable, "-m", "dvc", "init", "-q"], root)
     run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], root)
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-qm", "tiny project"], root)
     return root
-
-
-def write_dvc_yaml(root: Path) -> None:
-    """What `lifecycle dvc-yaml` writes for the project's params (in this process: a CLI start costs seconds)."""
-    from lifecycle.params import load_params
-    from lifecycle.pipeline import dvc_yaml_text
-    from lifecycle.tasks import build_task
-
-    params = load_params(root / "params.yaml")
-    tasks = [build_task(name, params.task(name)) for name in params.tasks]
-    (root / "dvc.yaml").write_text(dvc_yaml_text(tasks, root / "src"), encoding="utf-8")
 
 
 @pytest.fixture

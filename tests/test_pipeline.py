@@ -103,7 +103,7 @@ def test_flow_then_dvc_repro_run_every_stage_once_then_only_what_changed(tmp_pat
     detect_code.write_text(detect_code.read_text() + "\n# edited\n")
     detect_stages = [f"{s}-detect" for s in STAGE_NAMES]
     assert changed_stages(dvc(project, "status").stdout) == sorted(detect_stages)
-    # and a train param the stages around training (the loop below runs them)
+    # a train param changes the stages around training (the captured-samples loop below runs them)
     params["classify"]["train"]["lr"] = 2e-6
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     touched = ["evaluate-classify", "promote-classify", "train-classify", "tune-classify"]  # tune: around train

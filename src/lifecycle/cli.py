@@ -26,12 +26,9 @@ def run_stage(stage: str, task_name: str, params_path: Path, root: Path) -> Any:
 def dvc_yaml_command(args: argparse.Namespace) -> int:
     """Write dvc.yaml from the pipeline definition for params.yaml's tasks, or with --check say whether it is
     current."""
-    from lifecycle.params import load_params
-    from lifecycle.pipeline import dvc_yaml_text
-    from lifecycle.tasks import build_task
+    from lifecycle.pipeline import dvc_yaml_text, tasks_in
 
-    params = load_params(args.params)
-    tasks = [build_task(name, params.task(name)) for name in params.tasks]
+    tasks = tasks_in(args.params)
     text = dvc_yaml_text(tasks, args.root.resolve() / "src")
     target = args.root / "dvc.yaml"
     if args.check:
@@ -44,7 +41,7 @@ def dvc_yaml_command(args: argparse.Namespace) -> int:
     from lifecycle.atomic import write_text
 
     write_text(target, text)
-    print(f"{target}: {len(tasks) * len(STAGE_NAMES)} stages for {', '.join(params.tasks)}")
+    print(f"{target}: {len(tasks) * len(STAGE_NAMES)} stages for {', '.join(t.name for t in tasks)}")
     return 0
 
 

@@ -167,6 +167,15 @@ def dvc_yaml_text(tasks: list[Task], src: Path) -> str:
     return DVC_YAML_HEADER + yaml.safe_dump(dvc_yaml(tasks, src), sort_keys=False, width=120)
 
 
+def tasks_in(params_path: Path) -> list[Task]:
+    """Every task `params_path` lists, built from its params: what dvc.yaml is generated for."""
+    from lifecycle.params import load_params
+    from lifecycle.tasks import build_task
+
+    params = load_params(params_path)
+    return [build_task(name, params.task(name)) for name in params.tasks]
+
+
 def dvc_yaml(tasks: list[Task], src: Path) -> dict[str, Any]:
     """dvc.yaml for `tasks`: one DVC stage per pipeline stage and task, in pipeline order for each task."""
     graph = CodeGraph(src)
