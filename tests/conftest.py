@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import shutil
@@ -388,3 +389,28 @@ def postgres_database(prefix: str) -> Iterator[str]:
     finally:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+# A script's head that runs `lifecycle` CLI commands in its one process (the imports paid once): `run(*argv)` gives
+# {"code", "out"}. A test appends its commands and prints "ANSWERS <json>" for `in_own_store`.
+CLI_IN_PROCESS = """
+import contextlib, io, json, sys
+from lifecycle.cli import main
+
+def run(*argv):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(list(argv))
+    return {"code": code, "out": out.getvalue()}
+"""
+
+
+def in_own_store(root, store, script: str, *args: str) -> dict:
+    """`script`'s answers, run in a fresh process in `root` whose BentoML store is `store` (so that the session's
+    store keeps its production models)."""
+    env = {**os.environ, "BENTOML_HOME": str(store)}
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *args], cwd=root, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0 and "ANSWERS " in proc.stdout, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return json.loads(proc.stdout.split("ANSWERS ", 1)[1])

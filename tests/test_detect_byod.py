@@ -1,8 +1,10 @@
 """Bring your own detection data, end to end: a generated COCO folder (RGB JPEGs of varied sizes and aspect ratios,
-circles and squares of random colours, their masks) through collect, validate, split, train with a torchvision
+circles and squares of random colours, half of them with a mask file, half labeled with boxes only) through collect, validate, split, train with a torchvision
 detector at a small input size (one epoch: the point is the contract, not quality), evaluate, promote, and
-`POST /detect` with a JPEG to `bentoml serve` of the promoted model."""
+`POST /detect` with a JPEG to `bentoml serve` of the promoted model; then the same detector's weights, saved as
+torchvision's reference scripts save a checkpoint, imported with `lifecycle import` and gated as a candidate."""
 
+import argparse
 import io
 import json
 import os
@@ -13,17 +15,29 @@ import sys
 import httpx
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image, ImageDraw
 
-from conftest import make_task, start_bentoml, stop_process
+from conftest import CLI_IN_PROCESS, in_own_store, make_task, start_bentoml, stop_process
 from lifecycle.atomic import read_jsonl
 from lifecycle.masks import encode_class_map
+from lifecycle.models import load_model
 from lifecycle.paths import TaskPaths
 from lifecycle.sources.coco import write_coco_set
 from lifecycle.stages import collect, evaluate, split, train, validate
 
 CLASSES = ["circle", "square"]
+IMPORT_THEN_PROMOTE = (
+    CLI_IN_PROCESS
+    + """
+arch, weights = sys.argv[1:]
+answers = {"import": run("import", "--task", "detect", "--arch", arch, "--weights", weights)}
+tag = json.loads(answers["import"]["out"].split("\\nnext:")[0])["candidate"]
+answers["promote"] = run("promote", "--task", "detect", "--candidate", tag)
+print("ANSWERS " + json.dumps({"tag": tag, **answers}))
+"""
+)
 ARCH = "fasterrcnn_mobilenet_v3_large_320_fpn"
 
 
@@ -59,6 +73,8 @@ def test_a_coco_folder_trains_a_torchvision_detector_that_is_promoted_and_served
     rng = random.Random(0)
     folder = tmp_path / "coco" / "shapes"
     write_coco_set(folder, [(f"{i:03d}.jpg", *scene(rng)) for i in range(30)], CLASSES)
+    for mask in sorted((folder / "masks").iterdir())[::2]:
+        mask.unlink()  # a box-only detector needs no class map
     params = {
         "tasks": ["detect"],
         "detect": {
@@ -84,6 +100,7 @@ def test_a_coco_folder_trains_a_torchvision_detector_that_is_promoted_and_served
 
     collected = collect.run(task, paths)
     assert collected.new == 30 and collected.quarantined == 0, collected
+    assert sum("mask" not in row["label"] for row in read_jsonl(paths.raw_manifest)) == 15
     assert validate.run(task, paths)["success"]
     split.run(task, paths)
     summary = train.run(task, paths)
@@ -124,3 +141,13 @@ def test_a_coco_folder_trains_a_torchvision_detector_that_is_promoted_and_served
         assert found["label"] in CLASSES and 0 <= found["score"] <= 1
         assert 0 <= x0 <= x1 <= width and 0 <= y0 <= y1 <= height
     assert refused.status_code == 400 and "answers boxes only" in refused.json()["error"]
+
+    _, trained, _ = load_model(paths.model)
+    checkpoint = {"model": trained.net.state_dict(), "args": argparse.Namespace(lr=0.02), "epoch": 1}
+    torch.save(checkpoint, tmp_path / "checkpoint.pth")
+    answers = in_own_store(tmp_path, tmp_path / "store", IMPORT_THEN_PROMOTE, ARCH, str(tmp_path / "checkpoint.pth"))
+    assert answers["import"]["code"] == 0, answers
+    judged = json.loads(answers["promote"]["out"])
+    assert answers["promote"]["code"] == 0 and judged["judged"] == answers["tag"], answers
+    assert judged["candidate"]["map_50"] == pytest.approx(metrics["map_50"], abs=1e-6), "the same weights, the same mAP"
+    assert not judged["promoted"] and "does not beat production" in judged["summary"]

@@ -2,15 +2,12 @@
 it on the test split and gates it like a trained one; once promoted it is served and used by batch inference."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 import yaml
 
-from conftest import make_task
+from conftest import CLI_IN_PROCESS, in_own_store, make_task
 from lifecycle import registry
 from lifecycle.cli import main
 from lifecycle.importing import import_model
@@ -19,16 +16,9 @@ from lifecycle.zoo import build_classifier
 
 # The CLI commands of a user who imports a model, promotes it, runs batch inference with it, then imports the same
 # file again (no better than production) and tries to promote that twice; in one process (imports once).
-IMPORT_PROMOTE_PREDICT = """
-import contextlib, io, json, sys
-from lifecycle.cli import main
-
-def run(*argv):
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = main(list(argv))
-    return {"code": code, "out": out.getvalue()}
-
+IMPORT_PROMOTE_PREDICT = (
+    CLI_IN_PROCESS
+    + """
 weights, inbox, out = sys.argv[1:]
 imported = ["import", "--task", "classify", "--arch", "builtin", "--weights", weights]
 answers = {"import": run(*imported)}
@@ -40,17 +30,7 @@ answers["second"] = run("promote", "--task", "classify", "--candidate", second)
 answers["again"] = run("promote", "--task", "classify", "--candidate", second)
 print("ANSWERS " + json.dumps({"tag": tag, "second_tag": second, **answers}))
 """
-
-
-def in_own_store(root, store, script: str, *args: str) -> dict:
-    """`script`'s answers, run in a fresh process in `root` whose BentoML store is `store` (so that the session's
-    store keeps its production models)."""
-    env = {**os.environ, "BENTOML_HOME": str(store)}
-    proc = subprocess.run(
-        [sys.executable, "-c", script, *args], cwd=root, env=env, capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 0 and "ANSWERS " in proc.stdout, proc.stdout[-2000:] + proc.stderr[-4000:]
-    return json.loads(proc.stdout.split("ANSWERS ", 1)[1])
+)
 
 
 def test_an_existing_model_is_stored_as_a_candidate_with_its_head(prepared, tiny_params, tmp_path):

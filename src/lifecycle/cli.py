@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     exporting.add_argument("--root", type=Path, default=Path("."), help="project root (its test split is the example)")
     importing = commands.add_parser("import", help="store an existing model (its head kept) as the task's candidate")
     importing.add_argument("--task", required=True)
-    importing.add_argument("--arch", required=True, help="builtin or a torchvision classification builder")
+    importing.add_argument("--arch", required=True, help="builtin or a torchvision builder of the task's kind")
     importing.add_argument("--weights", required=True, help="a weights file, or a torchvision weights name")
     importing.add_argument("--params", type=Path, default=Path("params.yaml"))
     importing.add_argument("--root", type=Path, default=Path("."))

@@ -26,7 +26,7 @@ class ManifestDataset(Dataset[tuple[Any, Any]]):
     def __init__(self, codec: Codec, rows: Sequence[dict[str, Any]], raw_dir: Path, train: bool) -> None:
         self.rows = list(rows)
         self.inputs = [codec.load_input(raw_dir / row["path"]) for row in self.rows]
-        self.targets = [codec.encode_target(row["label"]) for row in self.rows]
+        self.targets = [_target(codec, row) for row in self.rows]
         self.transform = codec.transform(train)
 
     def __len__(self) -> int:
@@ -39,6 +39,13 @@ class ManifestDataset(Dataset[tuple[Any, Any]]):
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
         return self.transform(self.inputs[index], self.targets[index])
+
+
+def _target(codec: Codec, row: dict[str, Any]) -> Any:
+    try:
+        return codec.encode_target(row["label"])
+    except ValueError as e:
+        raise ValueError(f"sample {row.get('sample_id')} ({row.get('path')}): {e}") from None
 
 
 class SimilarSizeBatches(Sampler[list[int]]):

@@ -3,6 +3,7 @@
 A label is any JSON value, so one manifest format carries every task:
   classify  "7"
   detect    {"boxes": [[x0, y0, x1, y1], ...], "labels": ["3", ...], "mask": <COCO RLE of the class map>}
+            ("mask" absent or null: a box-only label, for the box-only architectures)
   ocr       "Invoice 2024-03-01"
   asr       "call nine one one"
 A sample's input is one stored file (image or audio bytes, kept unchanged); `group` names what must stay on

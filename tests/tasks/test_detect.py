@@ -4,6 +4,7 @@ boxes and masks with the pixels, COCO data whose bad annotations are quarantined
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -134,7 +135,7 @@ def test_coco_folder_bad_annotations_are_quarantined(tmp_path):
     coco["categories"].append({"id": 11, "name": "cat"})
     by_image[4]["category_id"] = 11  # a category that is not one of the task's classes
     (folder / "masks" / "scene4.png").write_bytes(encode_png(np.zeros((64, 64), np.uint8)))  # wrong size
-    (folder / "masks" / "scene5.png").unlink()  # missing
+    (folder / "masks" / "scene5.png").unlink()  # no class map: a box-only label
     (folder / "stray.png").write_bytes(made[0][1])  # listed nowhere
     write_json(annotations, coco)
 
@@ -144,15 +145,81 @@ def test_coco_folder_bad_annotations_are_quarantined(tmp_path):
     reasons = {
         row["origin"].rsplit("#", 1)[-1].rsplit("/", 1)[-1]: row["reason"] for row in read_jsonl(paths.quarantine)
     }
-    assert summary.samples == 2, reasons  # scene0 and scene6
+    assert summary.samples == 3, reasons  # scene0, scene5 and scene6
     assert "not inside the 128x128 image" in reasons["scene1.png"]
     assert "category_id 99 is not in 'categories'" in reasons["scene2.png"]
-    assert "unknown class 'cat'" in reasons["scene3.png"]
+    assert "category 'cat' is not one of the task's classes" in reasons["scene3.png"]
     assert "mask is 64x64, the image 128x128" in reasons["scene4.png"]
-    assert "scene5.png is missing" in reasons["scene5.png"]
     assert "not listed in any annotations.json" in reasons["stray.png"]
-    rows = read_jsonl(paths.raw_manifest)
-    assert {r["objects"] for r in rows} == {len(made[0][2]["boxes"]), len(made[6][2]["boxes"])}
+    rows = {r["origin"].rsplit("/", 1)[-1]: r for r in read_jsonl(paths.raw_manifest)}
+    assert {name: r["objects"] for name, r in rows.items()} == {
+        f"scene{i}.png": len(made[i][2]["boxes"]) for i in (0, 5, 6)
+    }
+    assert "mask" not in rows["scene5.png"]["label"] and rows["scene6.png"]["label"]["mask"] == made[6][2]["mask"]
+
+
+def test_coco_class_maps_come_from_mask_files_else_segmentation_else_boxes_only(tmp_path):
+    """COCO's own `segmentation` (polygons, RLE compressed or not) paints the class map where no mask file is
+    given; a crowd region is painted but is no box; an image whose objects carry no segmentation has boxes only."""
+    from pycocotools import mask as coco_mask
+
+    from lifecycle.atomic import write_json
+    from lifecycle.imaging import encode_png
+    from lifecycle.samples import Rejected
+    from lifecycle.sources.coco import coco_folders
+
+    classes = ["a", "b"]
+    two = np.zeros((40, 60), np.uint8)
+    two[5:15, 10:30] = 1  # object 0, class a
+    two[20:35, 40:55] = 2  # object 1, class b
+    rle = coco_mask.encode(np.asfortranarray((two == 2).astype(np.uint8)))
+    polygon = [[10, 5, 30, 5, 30, 15, 10, 15]]  # object 0's rectangle
+    uncompressed = {"size": [40, 60], "counts": _uncompressed_counts(two == 2)}
+    annotations = {
+        "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+        "images": [{"id": k, "file_name": f"{k}.png", "height": 40, "width": 60} for k in range(1, 6)],
+        "annotations": [
+            {"image_id": 1, "category_id": 1, "bbox": [10, 5, 20, 10], "segmentation": polygon},
+            {
+                "image_id": 1,
+                "category_id": 2,
+                "bbox": [40, 20, 15, 15],
+                "segmentation": {"size": [40, 60], "counts": rle["counts"].decode("ascii")},
+            },
+            {"image_id": 2, "category_id": 2, "bbox": [40, 20, 15, 15], "segmentation": uncompressed},
+            {"image_id": 2, "category_id": 1, "bbox": [10, 5, 20, 10], "segmentation": polygon, "iscrowd": 1},
+            {"image_id": 3, "category_id": 1, "bbox": [10, 5, 20, 10]},
+            {"image_id": 4, "category_id": 1, "bbox": [10, 5, 20, 10], "segmentation": polygon},
+            {"image_id": 4, "category_id": 2, "bbox": [40, 20, 15, 15]},
+            {"image_id": 5, "category_id": 1, "bbox": [10, 5, 20, 10], "segmentation": [[1, 2]]},
+        ],
+    }
+    for k in range(1, 6):
+        (tmp_path / f"{k}.png").write_bytes(encode_png(np.full((40, 60, 3), 90, np.uint8)))
+    write_json(tmp_path / "annotations.json", annotations)
+    found = {Path(s.origin).name.split("#")[-1]: s for s in coco_folders(tmp_path, "folder", classes)}
+
+    first = decode_class_map(found["1.png"].label["mask"], classes)
+    assert found["1.png"].label["boxes"] == [[10, 5, 30, 15], [40, 20, 55, 35]]
+    np.testing.assert_array_equal(first == 2, two == 2)  # RLE: exact
+    polygon_pixels = first == 1
+    assert polygon_pixels[6:14, 11:29].all() and not polygon_pixels[:, :9].any() and 180 <= polygon_pixels.sum() <= 231
+    crowd = found["2.png"].label
+    assert crowd["boxes"] == [[40, 20, 55, 35]] and crowd["labels"] == ["b"], "a crowd region is no box"
+    crowd_map = decode_class_map(crowd["mask"], classes)
+    np.testing.assert_array_equal(crowd_map == 2, two == 2)
+    assert (crowd_map == 1).sum() == polygon_pixels.sum(), "but its pixels are its class's"
+    assert "mask" not in found["3.png"].label, "no segmentation, no mask file: boxes only"
+    assert isinstance(found["4.png"], Rejected) and "annotation 1 has no segmentation" in found["4.png"].reason
+    assert "annotation 0: unreadable segmentation" in found["5.png"].reason
+
+
+def _uncompressed_counts(binary: np.ndarray) -> list[int]:
+    """COCO's uncompressed RLE: alternating runs of 0s and 1s over the pixels in column-major order."""
+    flat = binary.flatten(order="F").astype(np.uint8)
+    changes = np.flatnonzero(np.diff(flat)) + 1
+    runs = np.diff(np.concatenate([[0], changes, [flat.size]])).tolist()
+    return [0, *runs] if flat[0] else runs
 
 
 def test_masks_encode_as_coco_rle():

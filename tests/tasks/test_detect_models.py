@@ -86,11 +86,19 @@ def scenes():
     return [(decode_rgb(s.data, 4096), s.label) for s in found]
 
 
+def boxes_only(label: dict) -> dict:
+    return {k: v for k, v in label.items() if k != "mask"}
+
+
 @pytest.mark.parametrize("arch", LISTED)
 def test_each_listed_detector_builds_from_params_and_runs(arch, scenes):
+    """A box-only architecture trains and evaluates on box-only labels (no class map), as COCO sets without
+    segmentation give."""
     torch.manual_seed(0)
     task = make_task(params_for(arch), "detect")
     network, codec, masks = task.network, task.codec, LISTED[arch]
+    if not masks:
+        scenes = [(x, boxes_only(y)) for x, y in scenes]
     model = network.build()
     inputs, targets = codec.collate([codec.transform(True)(x, codec.encode_target(y)) for x, y in scenes])
     optimizer = build_optimizer(model, task.cfg.train, network.head_prefix(model))
@@ -119,6 +127,13 @@ def test_each_listed_detector_builds_from_params_and_runs(arch, scenes):
             assert prediction["size"] == list(image.shape[-2:]) and task.outputs.answer(prediction, {}).keys() == {
                 "objects"
             }
+
+
+@pytest.mark.parametrize("arch", ["builtin", "maskrcnn_resnet50_fpn_v2"])
+def test_an_architecture_that_learns_masks_refuses_a_box_only_label_naming_the_key(arch, scenes):
+    codec = make_task(params_for(arch), "detect").codec
+    with pytest.raises(ValueError, match=f"detect.model.arch '{arch}' learns masks, and this image is labeled"):
+        codec.encode_target(boxes_only(scenes[0][1]))
 
 
 def test_mask_true_on_a_box_only_architecture_is_a_400():
@@ -170,9 +185,20 @@ def test_a_detectors_weights_name_is_read_from_the_local_hub_cache_only(tmp_path
     assert all(k.startswith("head.classification_head.") for k in loaded["replaced"])
 
 
-def test_a_box_only_prediction_pre_annotates_rectangles_for_label_studio():
+def test_a_box_only_prediction_pre_annotates_rectangles_for_label_studio(tmp_path):
+    """... and the reviewed rectangles, with no brush, land as a box-only label: a COCO set without mask files."""
+    import numpy as np
+
+    from lifecycle.imaging import encode_png
+    from lifecycle.tasks.parts import Landing
+
     task = make_task(params_for("fcos_resnet50_fpn"), "detect")
     prediction = {"objects": [{"label": "3", "score": 0.9, "box": [8.0, 16.0, 40.0, 48.0]}], "size": [64, 80]}
     (region,) = task.labeling.to_label_studio(prediction)
     assert region["type"] == "rectanglelabels" and (region["original_width"], region["original_height"]) == (80, 64)
     assert region["value"] | {"x": 10.0, "y": 25.0, "width": 40.0, "height": 50.0} == region["value"]
+    image = encode_png(np.zeros((64, 80, 3), np.uint8))
+    label = task.labeling.from_label_studio([region], image)
+    assert label == {"boxes": [[8.0, 16.0, 40.0, 48.0]], "labels": ["3"]}
+    landed = task.labeling.land(tmp_path, [Landing("one.png", image, label)])
+    assert landed and not any("masks" in p.parts for p in landed) and not list(tmp_path.rglob("masks"))

@@ -2,12 +2,16 @@
 `annotations.json` is one data set:
 
     <set>/annotations.json     COCO: "images" [{id, file_name, width, height}], "categories" [{id, name}],
-                               "annotations" [{image_id, category_id, bbox: [x, y, width, height]}]
+                               "annotations" [{image_id, category_id, bbox: [x, y, width, height],
+                                               segmentation (optional), iscrowd (optional)}]
     <set>/<file_name>          each image, at the path its file_name gives (e.g. images/0001.png)
-    <set>/masks/<stem>.png     each image's class map: 8-bit, pixel = the category id, 0 = background
+    <set>/masks/<stem>.png     optional: each image's class map, 8-bit, pixel = the category id, 0 = background
 
-Category names must be the task's classes. Anything that does not fit (a box outside its image, an unknown
-category, a missing or wrong-sized mask, a file no annotations.json lists) is rejected with the reason."""
+An image's class map comes from its mask file, else from its annotations' `segmentation` (polygons or RLE, as COCO
+writes them; every object of the image needs one), else the image is labeled with boxes only, which the box-only
+architectures train on. A crowd annotation (`iscrowd: 1`) paints its pixels but is no box, as in torchvision's
+reference scripts. Category names must be the task's classes. Anything that does not fit (a box outside its image,
+an unknown category, a wrong-sized mask, a file no annotations.json lists) is rejected with the reason."""
 
 from __future__ import annotations
 
@@ -76,31 +80,57 @@ def coco_set(annotations: Path, source: str, classes: Sequence[str], used: set[P
             continue
         data = image_path.read_bytes()
         try:
-            label = coco_label(objects, categories, mask_path, classes)
+            label = coco_label(objects, categories, mask_path, classes, image_size(info))
         except ValueError as e:
             yield Rejected(source, origin, str(e), data, image_path.suffix.lower())
             continue
         yield RawSample(data=data, suffix=image_path.suffix.lower(), label=label, source=source, origin=origin)
 
 
+def image_size(info: dict[str, Any]) -> tuple[int, int] | None:
+    """(height, width) as annotations.json gives them, None when it does not."""
+    height, width = info.get("height"), info.get("width")
+    if isinstance(height, int) and isinstance(width, int) and height > 0 and width > 0:
+        return height, width
+    return None
+
+
 def coco_label(
-    objects: Sequence[dict[str, Any]], categories: dict[int, str], mask_path: Path, classes: Collection[str]
+    objects: Sequence[dict[str, Any]],
+    categories: dict[int, str],
+    mask_path: Path,
+    classes: Collection[str],
+    size: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
-    """The task's label of one image: boxes as [x0, y0, x1, y1], category names, the class map; ValueError naming
+    """The task's label of one image: boxes as [x0, y0, x1, y1] and category names, and the class map where the
+    image has one (its mask file, else its objects' segmentation; `size` (h, w) is the image's); ValueError naming
     the annotation or file at fault."""
     boxes, labels = [], []
     for n, a in enumerate(objects):
         category = categories.get(int(a.get("category_id", -1)))
         if category is None:
             raise ValueError(f"annotation {n}: category_id {a.get('category_id')!r} is not in 'categories'")
+        if category not in classes:
+            raise ValueError(f"annotation {n}: category {category!r} is not one of the task's classes {list(classes)}")
         bbox = a.get("bbox")
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
             raise ValueError(f"annotation {n}: bbox must be [x, y, width, height], got {bbox!r}")
+        if a.get("iscrowd"):
+            continue
         x, y, w, h = bbox
         boxes.append([x, y, x + w, y + h])
         labels.append(category)
-    if not mask_path.is_file():
-        raise ValueError(f"mask {mask_path} is missing (each image needs masks/<stem>.png)")
+    label: dict[str, Any] = {"boxes": boxes, "labels": labels}
+    if mask_path.is_file():
+        class_map = mask_file_class_map(mask_path, categories, classes)
+    elif size is not None and any("segmentation" in a for a in objects):
+        class_map = segmentation_class_map(objects, categories, classes, size)
+    else:
+        return label
+    return {**label, "mask": encode_class_map(class_map, list(classes))}
+
+
+def mask_file_class_map(mask_path: Path, categories: dict[int, str], classes: Collection[str]) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(mask_path.read_bytes())) as img:
             mode, ids = img.mode, np.asarray(img)  # palette images give their indices
@@ -120,26 +150,74 @@ def coco_label(
                 f"of the task's classes"
             )
         class_map[ids == value] = order.index(name) + 1
-    return {"boxes": boxes, "labels": labels, "mask": encode_class_map(class_map, order)}
+    return class_map
+
+
+def segmentation_class_map(
+    objects: Sequence[dict[str, Any]], categories: dict[int, str], classes: Collection[str], size: tuple[int, int]
+) -> np.ndarray:
+    """The class map painted from each object's COCO segmentation (polygons, or RLE compressed or not), in the
+    annotations' order (a later object wins where two overlap)."""
+    height, width = size
+    order = list(classes)
+    class_map = np.zeros((height, width), np.uint8)
+    for n, a in enumerate(objects):
+        segmentation = a.get("segmentation")
+        if not segmentation:
+            raise ValueError(
+                f"annotation {n} has no segmentation while others of its image have: give every object one, "
+                "or none (boxes only)"
+            )
+        try:
+            pixels = segmentation_pixels(segmentation, height, width)
+        except (TypeError, ValueError, UnicodeEncodeError) as e:
+            raise ValueError(f"annotation {n}: unreadable segmentation: {e}") from None
+        class_map[pixels.astype(bool)] = order.index(categories[int(a["category_id"])]) + 1
+    return class_map
+
+
+def segmentation_pixels(segmentation: Any, height: int, width: int) -> np.ndarray:
+    """The HxW 0/1 pixels of one COCO segmentation; ValueError when it is neither polygons (lists of at least
+    three x, y points) nor an RLE of the image's size."""
+    from pycocotools import mask as coco_mask
+
+    if isinstance(segmentation, list):
+        if not all(
+            isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 and all(isinstance(v, (int, float)) for v in p)
+            for p in segmentation
+        ):
+            raise ValueError(f"polygons must be lists of at least 3 x, y points, got {segmentation!r:.80}")
+        rles = coco_mask.frPyObjects([[float(v) for v in p] for p in segmentation], height, width)
+        return coco_mask.decode(coco_mask.merge(rles))
+    if not (isinstance(segmentation, dict) and list(segmentation.get("size", [])) == [height, width]):
+        raise ValueError(f"polygons or an RLE of size [{height}, {width}] expected, got {segmentation!r:.80}")
+    counts = segmentation.get("counts")
+    if isinstance(counts, list) and all(isinstance(c, int) and c >= 0 for c in counts):
+        if sum(counts) != height * width:
+            raise ValueError(f"uncompressed RLE counts sum to {sum(counts)}, not {height} x {width} pixels")
+        return coco_mask.decode(coco_mask.frPyObjects({"size": [height, width], "counts": counts}, height, width))
+    if isinstance(counts, str):
+        return coco_mask.decode({"size": [height, width], "counts": counts.encode("ascii")})
+    raise ValueError(f"RLE counts must be a string or a list of run lengths, got {type(counts).__name__}")
 
 
 def write_coco_set(folder: Path, items: Sequence[tuple[str, bytes, dict[str, Any]]], classes: Sequence[str]) -> Path:
     """Write labeled images (file name, image bytes, task label) as one COCO set under `folder`, the layout
     `coco_folders` reads: for user data prepared in code, and for the landing zone. Returns annotations.json."""
     from lifecycle.atomic import write_bytes, write_json
-    from lifecycle.imaging import encode_png
+    from lifecycle.imaging import encode_png, inspect_image
     from lifecycle.masks import decode_class_map
 
     categories = [{"id": k + 1, "name": name} for k, name in enumerate(classes)]
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     for image_id, (name, data, label) in enumerate(items, start=1):
-        class_map = decode_class_map(label["mask"], classes)  # 0 background, k class k-1: the category ids
         write_bytes(folder / "images" / name, data)
-        write_bytes(folder / "masks" / f"{Path(name).stem}.png", encode_png(class_map))
-        images.append(
-            {"id": image_id, "file_name": f"images/{name}", "height": class_map.shape[0], "width": class_map.shape[1]}
-        )
+        if label.get("mask") is not None:  # a box-only label has no class map
+            class_map = decode_class_map(label["mask"], classes)  # 0 background, k class k-1: the category ids
+            write_bytes(folder / "masks" / f"{Path(name).stem}.png", encode_png(class_map))
+        meta = inspect_image(data)
+        images.append({"id": image_id, "file_name": f"images/{name}", "height": meta["height"], "width": meta["width"]})
         for (x0, y0, x1, y1), category in zip(label["boxes"], label["labels"]):
             annotations.append(
                 {

@@ -1,5 +1,5 @@
-"""detect's inputs: any image as 8-bit RGB; its label as boxes, class indices and the class map; batches that
-carry the true boxes for the classifier head."""
+"""detect's inputs: any image as 8-bit RGB; its label as boxes, class indices and the class map (which a box-only
+label lacks); batches that carry the true boxes for the classifier head."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from lifecycle.masks import decode_class_map
 from lifecycle.samples import Label
 from lifecycle.tasks.detect.targets import DetectTransform
 from lifecycle.tasks.parts import Codec
+from lifecycle.zoo import detection_builders
 
 
 class DetectCodec(Codec):
@@ -23,11 +24,20 @@ class DetectCodec(Codec):
 
     def encode_target(self, label: Label) -> dict[str, torch.Tensor]:
         classes = self.cfg.collect.classes
-        return {
+        target = {
             "boxes": torch.tensor(label["boxes"], dtype=torch.float32).reshape(-1, 4),
             "labels": torch.tensor([classes.index(c) for c in label["labels"]], dtype=torch.long),
-            "mask": torch.from_numpy(decode_class_map(label["mask"], classes)),
         }
+        if label.get("mask") is not None:
+            return {**target, "mask": torch.from_numpy(decode_class_map(label["mask"], classes))}
+        if self.cfg.model.masks:
+            box_only = ", ".join(name for name, masks in detection_builders().items() if not masks)
+            raise ValueError(
+                f"detect.model.arch '{self.cfg.model.arch}' learns masks, and this image is labeled with boxes only: "
+                "give every image a class map (masks/<stem>.png or each object's 'segmentation' in annotations.json) "
+                f"or choose a box-only architecture ({box_only})"
+            )
+        return target
 
     def transform(self, train: bool) -> DetectTransform:
         augment = self.cfg.train.augmentation() if train else None
@@ -41,9 +51,7 @@ class DetectCodec(Codec):
         classifier head learns to name the objects at those boxes (teacher forcing), whatever the detector finds
         meanwhile; a torchvision detector takes them as its targets."""
         inputs, targets = zip(*items, strict=True)
-        teacher = {
-            "boxes": [t["boxes"] for t in targets],
-            "labels": [t["labels"] for t in targets],
-            "class_map": torch.stack([t["mask"] for t in targets]),
-        }
+        teacher: dict[str, Any] = {"boxes": [t["boxes"] for t in targets], "labels": [t["labels"] for t in targets]}
+        if all("mask" in t for t in targets):
+            teacher["class_map"] = torch.stack([t["mask"] for t in targets])
         return {**self.batch_inputs(inputs), **teacher}, list(targets)

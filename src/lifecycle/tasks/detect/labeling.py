@@ -55,13 +55,14 @@ class DetectLabeling(Labeling):
 
     def from_label_studio(self, result: Any, data: bytes) -> dict[str, Any]:
         """The reviewed boxes and class map, in the pixels of the image `data`. An image without objects has an
-        empty result."""
+        empty result; boxes without any brush are a box-only label (no class map), for the box-only architectures."""
         meta = inspect_image(data)
         width, height = meta["width"], meta["height"]
         if not isinstance(result, list):
             raise ValueError(f"a result is a list of regions, got {type(result).__name__}")
         boxes, labels = [], []
         class_map = np.zeros((height, width), np.uint8)
+        brushed = not result
         for n, region in enumerate(result):
             kind = region.get("type") if isinstance(region, dict) else None
             if kind not in ("rectanglelabels", "brushlabels"):
@@ -77,10 +78,13 @@ class DetectLabeling(Labeling):
                 continue
             if value.get("format") != "rle":
                 raise ValueError(f"result {n}: brush format {value.get('format')!r}; only 'rle' is read")
+            brushed = True
             pixels, k = from_brush_rle(value.get("rle"), height, width), self.classes.index(name) + 1
             if ((class_map[pixels] > 0) & (class_map[pixels] != k)).any():
                 raise ValueError(f"result {n}: the brush of class {name!r} paints over another class's pixels")
             class_map[pixels] = k
+        if not brushed:
+            return {"boxes": boxes, "labels": labels}
         return {"boxes": boxes, "labels": labels, "mask": encode_class_map(class_map, self.classes)}
 
     def _class_of(self, names: Any, n: int) -> str:
@@ -98,12 +102,8 @@ class DetectLabeling(Labeling):
             return []
         folder = incoming / f"reviewed-{hashlib.sha256(' '.join(s.name for s in new).encode()).hexdigest()[:16]}"
         write_coco_set(folder, [(s.name, s.data, s.label) for s in new], self.classes)
-        stems = [Path(s.name).stem for s in new]
-        return [
-            folder / ANNOTATIONS,
-            *(folder / "images" / s.name for s in new),
-            *(folder / "masks" / f"{t}.png" for t in stems),
-        ]
+        masks = [folder / "masks" / f"{Path(s.name).stem}.png" for s in new if s.label.get("mask") is not None]
+        return [folder / ANNOTATIONS, *(folder / "images" / s.name for s in new), *masks]
 
 
 def _box_pixels(value: dict[str, Any], width: int, height: int, n: int) -> list[float]:

@@ -38,7 +38,11 @@ class DetectReports(Reports):
         pictures = []
         for prediction, label, path in list(zip(predictions, labels, inputs, strict=True))[:shown]:
             image = self.codec.decode(path.read_bytes())
-            truth = torch.from_numpy(decode_class_map(label["mask"], classes))
+            truth = (  # a box-only label has no class map
+                torch.from_numpy(decode_class_map(label["mask"], classes))
+                if label.get("mask") is not None
+                else torch.zeros(image.shape[-2:], dtype=torch.uint8)
+            )
             pictures.append(
                 draw(
                     image,
@@ -71,7 +75,7 @@ class DetectReports(Reports):
         classes = self.cfg.collect.classes
         images = [denormalise(x["image"]) for x, _ in samples]
         drawn = [
-            draw(img, t["boxes"], t["labels"].tolist(), t["mask"], classes)
+            draw(img, t["boxes"], t["labels"].tolist(), t.get("mask", torch.zeros(img.shape[-2:])), classes)
             for img, (_, t) in zip(images, samples, strict=True)
         ]
         save_grid(drawn, path, "Augmented training scenes with their boxes and masks")

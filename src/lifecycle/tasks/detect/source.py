@@ -58,7 +58,7 @@ class DetectSource(Source):
 
     def data_checks(self, rows: list[dict[str, Any]]) -> Checks:
         """Every box in a table of its own: inside its image, positive area, a known class; and per image, the
-        object count within bounds and the mask the size of the image."""
+        object count within bounds and the mask (where the label has one) the size of the image."""
         import great_expectations.expectations as gxe
         import pandas as pd
 
@@ -89,8 +89,8 @@ class DetectSource(Source):
                     "objects": len(r["label"]["boxes"]),
                     "width": r.get("width"),
                     "height": r.get("height"),
-                    "mask_width": r["label"]["mask"]["size"][1],
-                    "mask_height": r["label"]["mask"]["size"][0],
+                    "mask_width": mask["size"][1] if (mask := r["label"].get("mask")) else None,
+                    "mask_height": mask["size"][0] if mask else None,
                 }
                 for r in rows
             ],
@@ -115,17 +115,23 @@ class DetectSource(Source):
                     gxe.ExpectColumnValuesToBeBetween(
                         column="objects", min_value=v.min_objects, max_value=v.max_objects
                     ),
-                    gxe.ExpectColumnPairValuesToBeEqual(column_A="mask_width", column_B="width"),
-                    gxe.ExpectColumnPairValuesToBeEqual(column_A="mask_height", column_B="height"),
+                    # a box-only label has no mask to compare
+                    gxe.ExpectColumnPairValuesToBeEqual(
+                        column_A="mask_width", column_B="width", ignore_row_if="either_value_is_missing"
+                    ),
+                    gxe.ExpectColumnPairValuesToBeEqual(
+                        column_A="mask_height", column_B="height", ignore_row_if="either_value_is_missing"
+                    ),
                 ],
             ),
         }
 
 
 def check_label(label: Any, classes: Sequence[str], width: int, height: int) -> None:
-    """A detection label: boxes inside the image with positive area, known classes, a mask the image's size."""
-    if not isinstance(label, dict) or not {"boxes", "labels", "mask"} <= set(label):
-        raise InvalidSample("label must be an object with 'boxes', 'labels' and 'mask'")
+    """A detection label: boxes inside the image with positive area, known classes, and a mask the image's size
+    unless it is a box-only label (no 'mask', or null)."""
+    if not isinstance(label, dict) or not {"boxes", "labels"} <= set(label):
+        raise InvalidSample("label must be an object with 'boxes', 'labels' and (optional) 'mask'")
     boxes, labels = label["boxes"], label["labels"]
     if not isinstance(boxes, list) or not isinstance(labels, list) or len(boxes) != len(labels):
         raise InvalidSample("'boxes' and 'labels' must be lists of the same length")
@@ -137,6 +143,8 @@ def check_label(label: Any, classes: Sequence[str], width: int, height: int) -> 
         x0, y0, x1, y1 = box
         if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
             raise InvalidSample(f"object {i}: box {box} is not inside the {width}x{height} image with positive area")
+    if label.get("mask") is None:
+        return
     try:
         class_map = decode_class_map(label["mask"], classes)
     except ValueError as e:

@@ -30,7 +30,9 @@ class DetectTransform:
             image = TF.resize(image, [self.size, self.size], antialias=True)
             return {"image": _normalise(image), "size": original}, None
         boxes = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=tuple(image.shape[-2:]))
-        sample = {"image": image, "boxes": boxes, "labels": target["labels"], "mask": tv_tensors.Mask(target["mask"])}
+        sample = {"image": image, "boxes": boxes, "labels": target["labels"]}
+        if "mask" in target:  # a box-only label has none
+            sample["mask"] = tv_tensors.Mask(target["mask"])
         sample = v2.Resize([self.size, self.size], antialias=True)(sample)
         if self.augment is not None:
             sample = self.augment(sample)
@@ -41,7 +43,7 @@ class DetectTransform:
         encoded = {
             "boxes": kept["boxes"].as_subclass(torch.Tensor).float(),
             "labels": kept["labels"],
-            "mask": sample["mask"].as_subclass(torch.Tensor).long(),
+            **({"mask": sample["mask"].as_subclass(torch.Tensor).long()} if "mask" in sample else {}),
             **encode_centres(kept["boxes"].as_subclass(torch.Tensor), self.size),
         }
         return {"image": _normalise(sample["image"]), "size": original}, encoded
