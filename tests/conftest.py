@@ -52,6 +52,12 @@ def pytest_configure(config: pytest.Config) -> None:
     bin_dir = str(Path(sys.executable).parent)
     if bin_dir not in os.environ["PATH"].split(os.pathsep):
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ["PATH"]
+    # BentoML binds its model store to BENTOML_HOME at the store's first use in a process, for good. Bind it to the
+    # session's store now: a test that points BENTOML_HOME elsewhere for its own processes must not, by running
+    # first in this process, send every later test's models there.
+    import bentoml
+
+    bentoml.models.list()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

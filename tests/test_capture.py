@@ -34,9 +34,14 @@ def test_several_workers_stay_within_the_bound_dropping_the_oldest(tmp_path):
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")], "no half-written capture left"
 
 
-def test_a_single_capture_keeps_its_upload_suffix_and_under_the_bound_nothing_is_dropped(tmp_path):
+def test_a_capture_is_named_by_its_content_type_else_its_upload_suffix_and_under_the_bound_nothing_is_dropped(
+    tmp_path,
+):
     folder = tmp_path / "captured"
     assert capture_input(folder, "abc", "scan.JPEG", b"x" * 100, 1.0).name == "abc.jpeg"
     assert capture_input(folder, "def", "../odd name.p/ng", b"y" * 100, 1.0).name == "def"
-    assert capture_stats(folder) == {"files": 2, "mb": round(200 / 2**20, 3), "dropped": 0}
+    png, wav = b"\x89PNG\r\n\x1a\n" + b"z" * 92, b"RIFF\x00\x00\x00\x00WAVEfmt " + b"w" * 84
+    assert capture_input(folder, "ghi", "blob", png, 1.0).name == "ghi.png", "the content's type, not the name's"
+    assert capture_input(folder, "jkl", "speech.png", wav, 1.0).name == "jkl.wav"
+    assert capture_stats(folder) == {"files": 4, "mb": round(400 / 2**20, 3), "dropped": 0}
     assert capture_stats(tmp_path / "none") == {"files": 0, "mb": 0.0, "dropped": 0}

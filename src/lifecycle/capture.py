@@ -21,12 +21,22 @@ from lifecycle.atomic import write_bytes, write_json
 LOCK = ".lock"
 STATE = ".state.json"  # {"bytes": what the folder holds (an upper bound between scans), "dropped": captures dropped}
 LOW_WATER = 0.9
+SIGNATURES = (  # what a file's first bytes say it is; an upload's name may say nothing ("blob") or lie
+    (b"\x89PNG\r\n\x1a\n", ".png"),
+    (b"\xff\xd8\xff", ".jpg"),
+    (b"GIF8", ".gif"),
+    (b"BM", ".bmp"),
+    (b"II*\x00", ".tif"),
+    (b"MM\x00*", ".tif"),
+    (b"fLaC", ".flac"),
+    (b"OggS", ".ogg"),
+)
 
 
 def capture_input(directory: Path, request_id: str, filename: str, data: bytes, max_mb: float) -> Path:
-    """Keep one input as `<request id><suffix of the uploaded file name>`, then hold the folder to `max_mb`."""
-    suffix = Path(filename).suffix.lower()
-    target = directory / f"{request_id}{suffix if suffix[1:].isalnum() else ''}"
+    """Keep one input as `<request id><suffix>`, then hold the folder to `max_mb`. The suffix is the content's
+    type where its first bytes tell, else the uploaded file name's: labeling tools show a file by its type."""
+    target = directory / f"{request_id}{content_suffix(data) or name_suffix(filename)}"
     write_bytes(target, data)
     with _locked(directory):
         state = _state(directory)
@@ -36,6 +46,17 @@ def capture_input(directory: Path, request_id: str, filename: str, data: bytes, 
             state["dropped"] += dropped
         write_json(directory / STATE, state)
     return target
+
+
+def content_suffix(data: bytes) -> str | None:
+    if data[:4] == b"RIFF" and data[8:12] in (b"WAVE", b"WEBP"):
+        return ".wav" if data[8:12] == b"WAVE" else ".webp"
+    return next((suffix for signature, suffix in SIGNATURES if data.startswith(signature)), None)
+
+
+def name_suffix(filename: str) -> str:
+    suffix = Path(filename).suffix.lower()
+    return suffix if suffix[1:].isalnum() else ""
 
 
 def capture_stats(directory: Path) -> dict[str, Any]:

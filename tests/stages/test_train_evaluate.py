@@ -80,12 +80,22 @@ def _train_cli(root) -> subprocess.Popen:
     )
 
 
+def _train_stage(root) -> dict:
+    """The train stage run to its end in a fresh process, as DVC runs it; its summary."""
+    proc = _train_cli(root)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-3000:]
+    return json.loads((root / "reports" / "classify" / "train" / "summary.json").read_text())
+
+
 @pytest.mark.slow
 def test_killed_training_resumes_to_the_same_result(prepared, tiny_params):
+    """Every run in a process of its own, as the stage runs: the result must not depend on what ran before in the
+    test process."""
     tiny_params["classify"]["train"].update(epochs=6, patience=6)
     (prepared.root / "params.yaml").write_text(yaml.safe_dump(tiny_params))
 
-    reference = train(make_task(tiny_params), prepared)
+    reference = _train_stage(prepared.root)
     reference_weights = torch.load(prepared.model, weights_only=True)["state_dict"]
     prepared.checkpoint.unlink()
     prepared.model.unlink()
@@ -104,7 +114,7 @@ def test_killed_training_resumes_to_the_same_result(prepared, tiny_params):
     assert not prepared.model.exists(), "a killed run leaves no model file"
     killed_at = torch.load(prepared.checkpoint, weights_only=True)["epoch"]
 
-    resumed = train(make_task(tiny_params), prepared)
+    resumed = _train_stage(prepared.root)
     assert resumed["resumed_from_epoch"] == killed_at >= 1
     assert resumed["best_val_accuracy"] == reference["best_val_accuracy"]
     assert resumed["best_epoch"] == reference["best_epoch"]
