@@ -16,12 +16,20 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def empty_store():
+def empty_store(tmp_path):
+    """No classify model in the session's store during the test; the session's models (other tests' production
+    models, whichever test built them first) are put back afterwards."""
     import bentoml
 
-    for model in registry.versions("classify"):
+    kept = []
+    for n, model in enumerate(registry.versions("classify")):
+        kept.append(bentoml.models.export_model(model.tag, str(tmp_path / f"kept-{n}.bentomodel")))
         bentoml.models.delete(model.tag)
     yield
+    for model in registry.versions("classify"):
+        bentoml.models.delete(model.tag)
+    for path in kept:
+        bentoml.models.import_model(path)
 
 
 def trained(paths: TaskPaths, params: dict, **train_overrides) -> dict:
