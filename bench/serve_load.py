@@ -34,6 +34,7 @@ from lifecycle import registry
 from lifecycle.data import rows_of_split
 from lifecycle.params import load_params
 from lifecycle.paths import TaskPaths
+from lifecycle.runtime import configure_environment
 from lifecycle.serving import Predictor
 
 
@@ -227,7 +228,10 @@ def store_scaled_model(task_name: str, params_file: Path, overrides: dict) -> No
 
     home = Path(tempfile.mkdtemp(prefix="bench-bentoml-"))
     os.environ["BENTOML_HOME"] = str(home)  # before anything imports bentoml
-    task = build_task(task_name, with_overrides(load_params(params_file, only=[task_name]).task(task_name), overrides))
+    cfg = with_overrides(load_params(params_file, only=[task_name]).task(task_name), overrides)
+    # a scaled value may lie outside the tuning search space, which the stored config is checked against
+    space = {k: v for k, v in cfg.tune.space.items() if k not in overrides}
+    task = build_task(task_name, cfg.model_copy(update={"tune": cfg.tune.model_copy(update={"space": space})}))
     model_file = home / "scaled.pt"
     save_model(model_file, task, task.network.build().state_dict(), {"bench": f"untrained, {overrides}"})
     stored = registry.store_candidate(task_name, model_file, {})
@@ -250,6 +254,7 @@ def main() -> None:
     if args.serve_baseline:
         serve_baseline(args.serve_baseline, args.model_file, args.max_batch_size)
         return
+    configure_environment(Path.cwd())  # the project's store (.bentoml), as make and the CLI use it
     scaled = {k: v for k, v in (("model.width", args.width), ("model.input_size", args.input_size)) if v}
     if scaled:
         store_scaled_model(args.task, args.params, scaled)
