@@ -60,6 +60,12 @@ def decode_class_map(mask: dict[str, Any], classes: Sequence[str]) -> np.ndarray
     return class_map
 
 
+def label_class_map(label: dict[str, Any], classes: Sequence[str]) -> np.ndarray | None:
+    """The class map of a detection label (`mask`), or None for a box-only label (no `mask`, or null)."""
+    mask = label.get("mask")
+    return None if mask is None else decode_class_map(mask, classes)
+
+
 # Label Studio's brush masks (`brushlabels` results, `"format": "rle"`) are not COCO RLE: the mask is an RGBA image
 # (row-major, 4 bytes a pixel) packed as a bit stream, most significant bit first, by thi.ng's rle-pack. Header: the
 # value count (32 bits), the word size - 1 (5 bits) and four run-length field widths - 1 (4 bits each); then chunks,

@@ -206,15 +206,15 @@ def write_coco_set(folder: Path, items: Sequence[tuple[str, bytes, dict[str, Any
     `coco_folders` reads: for user data prepared in code, and for the landing zone. Returns annotations.json."""
     from lifecycle.atomic import write_bytes, write_json
     from lifecycle.imaging import encode_png, inspect_image
-    from lifecycle.masks import decode_class_map
+    from lifecycle.masks import label_class_map
 
     categories = [{"id": k + 1, "name": name} for k, name in enumerate(classes)]
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     for image_id, (name, data, label) in enumerate(items, start=1):
         write_bytes(folder / "images" / name, data)
-        if label.get("mask") is not None:  # a box-only label has no class map
-            class_map = decode_class_map(label["mask"], classes)  # 0 background, k class k-1: the category ids
+        class_map = label_class_map(label, classes)  # 0 background, k class k-1: the category ids
+        if class_map is not None:  # a box-only label has none
             write_bytes(folder / "masks" / f"{Path(name).stem}.png", encode_png(class_map))
         meta = inspect_image(data)
         images.append({"id": image_id, "file_name": f"images/{name}", "height": meta["height"], "width": meta["width"]})

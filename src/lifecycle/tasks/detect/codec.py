@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from lifecycle.imaging import decode_rgb
-from lifecycle.masks import decode_class_map
+from lifecycle.masks import label_class_map
 from lifecycle.samples import Label
 from lifecycle.tasks.detect.targets import DetectTransform
 from lifecycle.tasks.parts import Codec
@@ -28,8 +28,9 @@ class DetectCodec(Codec):
             "boxes": torch.tensor(label["boxes"], dtype=torch.float32).reshape(-1, 4),
             "labels": torch.tensor([classes.index(c) for c in label["labels"]], dtype=torch.long),
         }
-        if label.get("mask") is not None:
-            return {**target, "mask": torch.from_numpy(decode_class_map(label["mask"], classes))}
+        class_map = label_class_map(label, classes)
+        if class_map is not None:
+            return {**target, "mask": torch.from_numpy(class_map)}
         if self.cfg.model.masks:
             box_only = ", ".join(name for name, masks in detection_builders().items() if not masks)
             raise ValueError(

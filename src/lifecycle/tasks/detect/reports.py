@@ -7,11 +7,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from lifecycle.figures import save_image_grid
-from lifecycle.masks import decode_class_map
+from lifecycle.masks import label_class_map
 from lifecycle.samples import Label
 from lifecycle.tasks.detect.targets import denormalise
 from lifecycle.tasks.parts import Codec, Reports
@@ -38,32 +39,22 @@ class DetectReports(Reports):
         pictures = []
         for prediction, label, path in list(zip(predictions, labels, inputs, strict=True))[:shown]:
             image = self.codec.decode(path.read_bytes())
-            truth = (  # a box-only label has no class map
-                torch.from_numpy(decode_class_map(label["mask"], classes))
-                if label.get("mask") is not None
-                else torch.zeros(image.shape[-2:], dtype=torch.uint8)
-            )
             pictures.append(
                 draw(
                     image,
                     torch.tensor(label["boxes"], dtype=torch.float32).reshape(-1, 4),
                     [classes.index(c) for c in label["labels"]],
-                    truth,
+                    label_class_map(label, classes),  # None for a box-only label
                     classes,
                 )
             )
             objects = prediction["objects"]
-            answered = (  # a box-only architecture answers no class map
-                torch.from_numpy(decode_class_map(prediction["mask"], classes))
-                if "mask" in prediction
-                else torch.zeros_like(truth)
-            )
             pictures.append(
                 draw(
                     image,
                     torch.tensor([o["box"] for o in objects], dtype=torch.float32).reshape(-1, 4),
                     [classes.index(o["label"]) for o in objects],
-                    answered,
+                    label_class_map(prediction, classes),  # None from an architecture answering boxes only
                     classes,
                     [o["score"] for o in objects],
                 )
@@ -75,7 +66,7 @@ class DetectReports(Reports):
         classes = self.cfg.collect.classes
         images = [denormalise(x["image"]) for x, _ in samples]
         drawn = [
-            draw(img, t["boxes"], t["labels"].tolist(), t.get("mask", torch.zeros(img.shape[-2:])), classes)
+            draw(img, t["boxes"], t["labels"].tolist(), t.get("mask"), classes)
             for img, (_, t) in zip(images, samples, strict=True)
         ]
         save_grid(drawn, path, "Augmented training scenes with their boxes and masks")
@@ -85,17 +76,17 @@ def draw(
     image: torch.Tensor,
     boxes: torch.Tensor,
     labels: Sequence[int],
-    class_map: torch.Tensor,
+    class_map: torch.Tensor | np.ndarray | None,
     classes: Sequence[str],
     scores: Sequence[float] | None = None,
 ) -> torch.Tensor:
-    """A uint8 3xHxW image with the class map tinted over it and the boxes drawn with their class names (and
-    scores), one colour per class."""
+    """A uint8 3xHxW image with the class map (None: none, a box-only label or answer) tinted over it and the boxes
+    drawn with their class names (and scores), one colour per class."""
     from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
     palette = [tuple(int(255 * v) for v in _colour(k, len(classes))) for k in range(len(classes))]
-    present = [k for k in range(1, len(classes) + 1) if (class_map == k).any()]
-    if present:
+    class_map = None if class_map is None else torch.as_tensor(class_map)
+    if class_map is not None and (present := [k for k in range(1, len(classes) + 1) if (class_map == k).any()]):
         masks = torch.stack([class_map == k for k in present])
         image = draw_segmentation_masks(image, masks, alpha=0.45, colors=[palette[k - 1] for k in present])
     if len(boxes):

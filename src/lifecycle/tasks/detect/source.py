@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from lifecycle.imaging import inspect_image
-from lifecycle.masks import decode_class_map
+from lifecycle.masks import label_class_map
 from lifecycle.samples import InvalidSample, Label, RawSample, Rejected
 from lifecycle.tasks.parts import Checks, Source
 
@@ -143,11 +143,9 @@ def check_label(label: Any, classes: Sequence[str], width: int, height: int) -> 
         x0, y0, x1, y1 = box
         if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
             raise InvalidSample(f"object {i}: box {box} is not inside the {width}x{height} image with positive area")
-    if label.get("mask") is None:
-        return
     try:
-        class_map = decode_class_map(label["mask"], classes)
+        class_map = label_class_map(label, classes)
     except ValueError as e:
         raise InvalidSample(f"mask: {e}") from None
-    if class_map.shape != (height, width):
+    if class_map is not None and class_map.shape != (height, width):
         raise InvalidSample(f"mask is {class_map.shape[1]}x{class_map.shape[0]}, the image {width}x{height}")
