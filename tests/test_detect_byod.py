@@ -1,6 +1,7 @@
 """Bring your own detection data, end to end: a generated COCO folder (RGB JPEGs of varied sizes and aspect ratios,
-circles and squares of random colours, half of them with a mask file, half labeled with boxes only) through collect, validate, split, train with a torchvision
-detector at a small input size (one epoch: the point is the contract, not quality), evaluate, promote, and
+circles and squares of random colours, half of them with a mask file, half labeled with boxes only) through collect,
+validate, split, train with a torchvision detector at a small input size (one epoch: the point is the contract, not
+quality), evaluate, promote, and
 `POST /detect` with a JPEG to `bentoml serve` of the promoted model; then the same detector's weights, saved as
 torchvision's reference scripts save a checkpoint, imported with `lifecycle import` and gated as a candidate."""
 
