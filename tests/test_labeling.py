@@ -1,5 +1,6 @@
 """Model-assisted labeling: inputs the service captured, pre-labeled for Label Studio, reviewed, imported."""
 
+import base64
 import hashlib
 import json
 import sys
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import label_studio_export, make_task, run
+from lifecycle.labeling import MIME
 from lifecycle.traffic import send_traffic
 
 pytestmark = pytest.mark.slow
@@ -30,9 +32,11 @@ def test_label_studio_round_trip_lands_reviewed_samples_and_rejects_malformed_ex
     for item in tasks:
         pre = item["predictions"][0]
         assert pre["model_version"] == stored.tag and pre["score"] < 0.9
-        assert (
-            item["data"]["image"].startswith("data:image/png;base64,") and (captured / item["data"]["capture"]).exists()
-        )
+        # the capture inline, typed by its content (the session's server also answers other tests' JPEGs)
+        capture = captured / item["data"]["capture"]
+        mime, payload = item["data"]["image"].removeprefix("data:").split(";base64,")
+        assert mime == MIME[capture.suffix] and mime.startswith("image/")
+        assert base64.b64decode(payload) == capture.read_bytes()
     assert '<Choices name="label" toName="image"' in (exports[-1].parent / "label_config.xml").read_text()
 
     # a reviewer accepts the first pre-annotation and corrects the others to "3"; Label Studio exports them
