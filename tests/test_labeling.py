@@ -67,8 +67,9 @@ def test_label_studio_round_trip_lands_reviewed_samples_and_rejects_malformed_ex
     (tmp_path / "none.json").write_text(json.dumps([{"id": 5, "data": reviewed[0]["data"], "annotations": []}]))
     assert "no completed annotation" in label(paths, "--import", str(tmp_path / "none.json"), check=False).stdout
 
-    def landed_name(item):
-        return hashlib.sha256((captured / item["data"]["capture"]).read_bytes()).hexdigest()[:32] + ".png"
+    def landed_name(item):  # content hash and the capture's own type (other tests send the server JPEGs too)
+        capture = captured / item["data"]["capture"]
+        return hashlib.sha256(capture.read_bytes()).hexdigest()[:32] + capture.suffix
 
     names = [landed_name(item) for item in tasks]
     (tmp_path / "export.json").write_text(json.dumps(reviewed))
