@@ -40,7 +40,7 @@ lint: setup  ## ruff (lint and format), the import-linter layer contracts, mypy;
 
 # Tests run in one process per core (at most 4), a file's tests in the same process (its module fixtures are shared).
 test: lint chromium
-	$(BIN)/python -m pytest -n logical --maxprocesses 4 --dist loadfile
+	$(BIN)/python -m pytest -n logical --maxprocesses 4 --dist loadfile --durations 25
 
 # The browser test opens the reports in Debian's headless Chromium; as root, install it when missing (else it skips).
 chromium:

@@ -39,6 +39,14 @@ def test_label_studio_round_trip_lands_reviewed_samples_and_rejects_malformed_ex
         assert base64.b64decode(payload) == capture.read_bytes()
     assert '<Choices name="label" toName="image"' in (exports[-1].parent / "label_config.xml").read_text()
 
+    def landed_name(item):  # content hash and the capture's own type (other tests send the server JPEGs too)
+        capture = captured / item["data"]["capture"]
+        return hashlib.sha256(capture.read_bytes()).hexdigest()[:32] + capture.suffix
+
+    names = [landed_name(item) for item in tasks]
+    # the reviewer skips one input; one whose content no other item shares (same bytes land under the same name)
+    cancelled = max(i for i, name in enumerate(names) if i > 0 and names.count(name) == 1)
+
     # a reviewer accepts the first pre-annotation and corrects the others to "3"; Label Studio exports them
     reviewed = []
     for i, item in enumerate(tasks):
@@ -50,7 +58,7 @@ def test_label_studio_round_trip_lands_reviewed_samples_and_rejects_malformed_ex
         reviewed.append(
             {"id": 100 + i, "data": item["data"], "annotations": [{"result": result, "was_cancelled": False}]}
         )
-    reviewed[-1]["annotations"] = [{"result": [], "was_cancelled": True}]  # skipped by the reviewer
+    reviewed[cancelled]["annotations"] = [{"result": [], "was_cancelled": True}]
     incoming = paths.incoming
     keep = incoming / "7" / "already-here.png"
     keep.parent.mkdir(parents=True, exist_ok=True)
@@ -67,21 +75,18 @@ def test_label_studio_round_trip_lands_reviewed_samples_and_rejects_malformed_ex
     (tmp_path / "none.json").write_text(json.dumps([{"id": 5, "data": reviewed[0]["data"], "annotations": []}]))
     assert "no completed annotation" in label(paths, "--import", str(tmp_path / "none.json"), check=False).stdout
 
-    def landed_name(item):  # content hash and the capture's own type (other tests send the server JPEGs too)
-        capture = captured / item["data"]["capture"]
-        return hashlib.sha256(capture.read_bytes()).hexdigest()[:32] + capture.suffix
-
-    names = [landed_name(item) for item in tasks]
     (tmp_path / "export.json").write_text(json.dumps(reviewed))
     out = label(paths, "--import", str(tmp_path / "export.json")).stdout
     assert f"{len(tasks) - 1} reviewed samples imported" in out and "1 cancelled skipped" in out
     accepted = tasks[0]["predictions"][0]["result"][0]["value"]["choices"][0]
     assert (incoming / accepted / names[0]).exists(), "the accepted pre-annotation's label"
-    assert all((incoming / "3" / name).exists() for name in names[1:-1]), "the reviewer's corrections"
-    assert not any(incoming.rglob(names[-1])), "the cancelled item is not imported"
+    corrected = [name for i, name in enumerate(names) if i not in (0, cancelled)]
+    assert all((incoming / "3" / name).exists() for name in corrected), "the reviewer's corrections"
+    assert not any(incoming.rglob(names[cancelled])), "the cancelled item is not imported"
     assert keep.exists(), "what was in the landing zone stays"
-    assert not any((captured / t["data"]["capture"]).exists() for t in tasks[:-1]), "imported captures leave"
-    assert (captured / tasks[-1]["data"]["capture"]).exists(), "the cancelled item's capture stays for review"
+    imported = [t for i, t in enumerate(tasks) if i != cancelled]
+    assert not any((captured / t["data"]["capture"]).exists() for t in imported), "imported captures leave"
+    assert (captured / tasks[cancelled]["data"]["capture"]).exists(), "the cancelled item's capture stays for review"
 
 
 def truth_as_result(task, label):
