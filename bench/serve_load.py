@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,7 @@ class Load:
     name: str
     requests_per_s: float
     latencies_ms: list[float]
-    errors: int
+    errors: Counter[int]  # non-200 answers by status
 
     def percentile(self, q: float) -> float:
         return (
@@ -57,16 +58,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def drive(url: str, field: str, inputs: list[bytes], clients: int, seconds: float) -> tuple[list[float], int]:
-    """`clients` loops, each posting one input after another until the deadline; (latencies of 200s, errors)."""
+async def drive(
+    url: str, field: str, inputs: list[bytes], clients: int, seconds: float
+) -> tuple[list[float], Counter[int]]:
+    """`clients` loops, each posting one input after another until the deadline; (latencies of 200s, non-200
+    answers by status)."""
     import aiohttp
 
     latencies: list[float] = []
-    errors = 0
+    errors: Counter[int] = Counter()
     deadline = time.perf_counter() + seconds
 
     async def client(offset: int) -> None:
-        nonlocal errors
         i = offset
         async with aiohttp.ClientSession() as session:
             while time.perf_counter() < deadline:
@@ -78,7 +81,7 @@ async def drive(url: str, field: str, inputs: list[bytes], clients: int, seconds
                     if response.status == 200:
                         latencies.append((time.perf_counter() - start) * 1000)
                     else:
-                        errors += 1
+                        errors[response.status] += 1
                 i += clients
 
     await asyncio.gather(*(client(k) for k in range(clients)))
@@ -295,11 +298,11 @@ def main() -> None:
     raw = raw_throughput(stored, cfg.serve.device, inputs, batch, min(args.seconds, 10))
     raw_single = raw_throughput(stored, cfg.serve.device, inputs, 1, min(args.seconds, 10))
 
-    print(f"\n{'configuration':<34} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    print(f"\n{'configuration':<34} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}  non-200 (status: count)")
     for load in (baseline, batched, single):
         print(
             f"{load.name:<34} {load.requests_per_s:>8.1f} {load.percentile(50):>8.1f} {load.percentile(95):>8.1f} "
-            f"{load.percentile(99):>8.1f} {load.errors:>7}"
+            f"{load.percentile(99):>8.1f}  {dict(sorted(load.errors.items())) or 0}"
         )
     print(f"{f'raw Predictor.infer, batch {batch}':<34} {raw:>8.1f}  (inputs/s, in-process)")
     print(f"{'raw Predictor.infer, batch 1':<34} {raw_single:>8.1f}  (inputs/s, in-process)")
