@@ -26,4 +26,18 @@ def test_an_unwritable_directory_leaves_the_service_answering(tmp_path, caplog):
     blocked = tmp_path / "file-not-dir"
     blocked.write_text("")
     log = RequestLog(blocked, "ocr", max_bytes=1000, backups=1)
-    assert log.write({"ok": True}) and "requests will not be logged" in caplog.text
+    assert not log.write({"ok": True})  # reported as not logged, never raised
+    assert "requests will not be logged" in caplog.text
+
+
+def test_rotation_keeps_backups_files_and_counts_what_an_earlier_writer_left(tmp_path):
+    first = RequestLog(tmp_path, "asr", max_bytes=300, backups=2)
+    first.write({"request_id": "0", "pad": "x" * 200})
+    first.close()
+    again = RequestLog(tmp_path, "asr", max_bytes=300, backups=2)  # the same process restarted its log
+    for i in range(1, 20):
+        assert again.write({"request_id": str(i), "pad": "x" * 200})
+    again.close()
+    files = sorted(p.name for p in (tmp_path / "asr").iterdir())
+    assert len(files) == 3 and all((tmp_path / "asr" / f).stat().st_size <= 300 for f in files)
+    assert [r["request_id"] for r in read_requests(tmp_path, "asr")] == ["17", "18", "19"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, Protocol, runtime_checkable
 
@@ -122,7 +123,13 @@ class Codec(Part):
 
     def prepare(self, raw_input: torch.Tensor) -> Any:
         """One decoded input -> one model input, with the evaluation transform (serving and batch inference)."""
-        return self.transform(train=False)(raw_input, None)[0]
+        return self.evaluation_transform(raw_input, None)[0]
+
+    @cached_property
+    def evaluation_transform(self) -> Transform:
+        """Built once: the service prepares one input per request, and building a transform (normalisation
+        tensors, feature extractors) costs as much as applying it to a small input."""
+        return self.transform(train=False)
 
     def padded_size(self, raw_input: torch.Tensor) -> int | None:
         """The size a batch pads a decoded input along (a line's width, a clip's length), so that training can

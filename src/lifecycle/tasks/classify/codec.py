@@ -164,15 +164,6 @@ class ClassifyCodec(Codec):
         mean, std = normalization(m)
         return ImageTransform(m.input_size, m.resize, mean, std, self.augmentation() if train else None, m.polarity)
 
-    def prepare(self, raw_input: torch.Tensor) -> torch.Tensor:
-        return self.evaluation_transform(raw_input, None)[0]
-
-    @cached_property
-    def evaluation_transform(self) -> ImageTransform:
-        """Built once: the service prepares one image per request, and a new transform makes its normalisation
-        tensors again (a sixth of the time to prepare a 28-pixel digit)."""
-        return self.transform(train=False)
-
     def augmentation(self) -> v2.Compose | None:
         """train.augment's torchvision transforms, then model.augment's distortion families."""
         steps = [step.build() for step in self.cfg.train.augment]
