@@ -576,3 +576,76 @@ def test_task_routes_are_left_out_of_tracing_and_nothing_else_is():
         assert excluded.url_disabled(base + path), path
     for path in ("/healthz", "/metrics", "/docs.json", "/classify_v2", "/x/transcribe/y"):
         assert not excluded.url_disabled(base + path), path
+
+
+def _through_timeout(app_body: Any, timeout: float, requests: int = 1) -> tuple[list[httpx.Response], int]:
+    """Requests through `AnsweredTimeout` around a one-route app, and the futures still alive afterwards."""
+    import asyncio
+    import gc
+
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    from lifecycle.service import AnsweredTimeout
+
+    app = AnsweredTimeout(Starlette(routes=[Route("/", app_body, methods=["POST"])]), timeout)
+
+    async def run() -> tuple[list[httpx.Response], int]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            answers = [await client.post("/") for _ in range(requests)]
+        gc.collect()
+        return answers, sum(issubclass(type(o), asyncio.Future) for o in gc.get_objects())
+
+    return asyncio.run(run())
+
+
+def test_the_traffic_timeout_lets_go_of_each_answered_request():
+    from starlette.responses import JSONResponse
+
+    async def quick(request: Any) -> JSONResponse:
+        return JSONResponse({"ok": True})
+
+    _, before = _through_timeout(quick, timeout=60, requests=1)
+    answers, after = _through_timeout(quick, timeout=60, requests=200)
+    assert all(a.status_code == 200 and a.json() == {"ok": True} for a in answers)
+    assert after - before < 10  # BentoML's own middleware keeps one future per request for the whole 60 s
+
+
+def test_the_traffic_timeout_still_answers_504_and_an_app_that_fails_is_not_waited_out():
+    import asyncio
+
+    from starlette.responses import JSONResponse
+
+    async def slow(request: Any) -> JSONResponse:
+        await asyncio.sleep(5)
+        return JSONResponse({"ok": True})
+
+    (answer,), _ = _through_timeout(slow, timeout=0.2)
+    assert answer.status_code == 504 and "0.2 seconds" in answer.json()["error"]
+
+    async def broken(request: Any) -> JSONResponse:
+        raise RuntimeError("boom")
+
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="boom"):  # the transport raises what the app raised, at once
+        _through_timeout(broken, timeout=30)
+    assert time.monotonic() - started < 5
+
+
+def test_bentoml_builds_the_answered_timeout_for_the_service():
+    from bentoml._internal.server.http import traffic
+
+    from lifecycle.service import AnsweredTimeout, use_answered_timeout
+
+    original = traffic.TimeoutMiddleware
+    try:
+        use_answered_timeout()
+        from bentoml._internal.server.base_app import BaseAppFactory
+
+        factory_class = type("Factory", (BaseAppFactory,), {"name": "test"})
+        factory = factory_class.__new__(factory_class)
+        factory.timeout, factory.max_concurrency = 60, None
+        assert [m.cls for m in factory.middlewares] == [AnsweredTimeout]
+    finally:
+        traffic.TimeoutMiddleware = original
