@@ -586,7 +586,7 @@ def _through_timeout(app_body: Any, timeout: float, requests: int = 1) -> tuple[
     from starlette.applications import Starlette
     from starlette.routing import Route
 
-    from lifecycle.service import AnsweredTimeout
+    from lifecycle.webserver import AnsweredTimeout
 
     app = AnsweredTimeout(Starlette(routes=[Route("/", app_body, methods=["POST"])]), timeout)
 
@@ -636,7 +636,7 @@ def test_the_traffic_timeout_still_answers_504_and_an_app_that_fails_is_not_wait
 def test_bentoml_builds_the_answered_timeout_for_the_service():
     from bentoml._internal.server.http import traffic
 
-    from lifecycle.service import AnsweredTimeout, use_answered_timeout
+    from lifecycle.webserver import AnsweredTimeout, use_answered_timeout
 
     original = traffic.TimeoutMiddleware
     try:

@@ -1,9 +1,8 @@
 """The parts a task is made of, one concern each, and the Task that holds them.
 
-A stage or engine takes only the parts it uses (collect: the source; the trainer: the network; the service:
-codec, network and outputs), so its signature says what it depends on. Each part reads only the config
-sections it declares in `reads`: the stages' `params:` in dvc.yaml are derived from those declarations, and a
-part that reads an undeclared section fails loudly (the contract tests exercise every hook).
+A stage or engine takes only the parts it uses (collect: the source; the service: codec, network, outputs). Each
+part reads only the config sections it declares in `reads`, from which dvc.yaml's `params:` are derived; reading
+an undeclared section fails loudly (the contract tests exercise every hook).
 """
 
 from __future__ import annotations
@@ -60,8 +59,7 @@ class Part:
 
 
 class Source(Part):
-    """Where samples come from: the configured sources and the landing zone, each sample's inspection, the
-    label vocabulary and the task's own data checks."""
+    """Where samples come from (sources, landing zone), each sample's inspection, the labels and data checks."""
 
     def collect(self, incoming: Path) -> Iterator[RawSample | Rejected]:
         """Every candidate from the configured sources and the landing zone `incoming`."""
@@ -76,8 +74,7 @@ class Source(Part):
         return None
 
     def classes_of(self, label: Label) -> list[str]:
-        """The classes a label holds, for balance checks: the label itself for a class, each object's class for
-        detection, the words of a transcript, none for text."""
+        """A label's classes, for balance checks: itself, each object's class, a transcript's words; none for text."""
         return []
 
     def groupings(self, row: dict[str, Any]) -> dict[str, str]:
@@ -127,13 +124,10 @@ class Codec(Part):
 
     @cached_property
     def evaluation_transform(self) -> Transform:
-        """Built once: the service prepares one input per request, and building a transform (normalisation
-        tensors, feature extractors) costs as much as applying it to a small input."""
-        return self.transform(train=False)
+        return self.transform(train=False)  # built once: building one costs as much as applying it to a small input
 
     def padded_size(self, raw_input: torch.Tensor) -> int | None:
-        """The size a batch pads a decoded input along (a line's width, a clip's length), so that training can
-        batch inputs of similar size; None when inputs come in one size."""
+        """The size a batch pads an input along (a line's width, a clip's length); None: inputs come in one size."""
         return None
 
     def batch_inputs(self, inputs: Sequence[Any]) -> Any:
