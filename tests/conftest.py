@@ -129,6 +129,7 @@ TINY_ASR: dict[str, Any] = {
     "split": {"train": 0.6, "val": 0.2, "test": 0.2},
     "model": {
         "n_mels": 16,
+        "normalization": "cmvn",
         "width": 4,
         "hidden": 16,
         "streaming": {"above_seconds": 5, "chunk_seconds": 1, "context_seconds": 0.5, "max_seconds": 20},

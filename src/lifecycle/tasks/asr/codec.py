@@ -36,7 +36,7 @@ class AsrCodec(Codec):
     def features(self) -> LogMel:
         """The log-mel spectrogram, built once (on first use: torchaudio takes a while to import)."""
         if self._features is None:
-            self._features = LogMel(self.cfg.model.n_mels)
+            self._features = LogMel(self.cfg.model.n_mels, self.cfg.model.normalization)
         return self._features
 
     def decode(self, data: bytes) -> torch.Tensor:

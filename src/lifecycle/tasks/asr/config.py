@@ -14,7 +14,7 @@ from lifecycle.sequence import EncoderHeight
 from lifecycle.sources.speech import VOCABULARY, Prosody
 from lifecycle.splitting import SPLITS
 from lifecycle.tasks.asr.decoding import charset_of
-from lifecycle.tasks.asr.features import FRAME_SAMPLES
+from lifecycle.tasks.asr.features import FRAME_SAMPLES, Normalization
 
 DEFAULT_VOICES = {
     "train": [
@@ -225,6 +225,11 @@ class AsrModel(Strict):
         "crnn", description="crnn: convolutions + bidirectional LSTM; conformer: torchaudio's Conformer encoder"
     )
     n_mels: EncoderHeight = Field(32, description="log-mel bands (the encoder's height: a multiple of 16)")
+    normalization: Normalization = Field(
+        "none",
+        description="cmvn: each log-mel band standardised over a clip's speech frames (independent of the voice's "
+        "and the channel's spectral shape); none: fixed scaling only, as models stored before this key",
+    )
     width: int = Field(24, ge=4, description="crnn: channels of the encoder's stem; x2 and x4 further in")
     hidden: int = Field(96, ge=8, description="crnn: LSTM units per direction")
     conformer: ConformerSize = Field(default_factory=ConformerSize, description="conformer: its sizes")

@@ -3,7 +3,8 @@ spectrogram when training."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import math
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
@@ -25,21 +26,45 @@ if TYPE_CHECKING:
 
 HOP = SAMPLE_RATE // 100  # samples per spectrogram frame (10 ms)
 FRAME_SAMPLES = HOP * STRIDE  # samples per encoder frame (40 ms): chunk boundaries fall on these
+LOG_SCALE = 4.0  # natural-log units of mel power per unit of the scaled spectrogram
+SPEECH_RANGE_DB = 40.0  # frames this close to a clip's loudest are its speech, for the band statistics
+STD_FLOOR = 0.25  # added to a band's deviation: a band a channel cut to its floor is not blown up into noise
+
+Normalization = Literal["none", "cmvn"]
 
 
 class LogMel(nn.Module):
-    """1 x N waveform -> 1 x n_mels x T log-mel spectrogram (T a multiple of STRIDE), scaled by fixed constants
-    (not per clip: a chunk of a recording must look like the same part of the whole)."""
+    """1 x N waveform -> 1 x n_mels x T log-mel spectrogram (T a multiple of STRIDE), scaled by fixed constants.
+    With `cmvn`, each band is standardised by its mean and deviation over the clip's speech frames (cepstral mean
+    and variance normalisation, on the log-mel): the average spectral shape and dynamic range of a voice and a
+    channel, which one synthesizer gives all its training clips and another does not, are taken out. An input is
+    normalised over all of it; a file streamed a window at a time, over each window (chunk and context)."""
 
-    def __init__(self, n_mels: int) -> None:
+    def __init__(self, n_mels: int, normalization: Normalization = "none") -> None:
         super().__init__()
         from torchaudio.transforms import MelSpectrogram
 
         self.mel = MelSpectrogram(SAMPLE_RATE, n_fft=400, hop_length=HOP, n_mels=n_mels)
+        self.normalization = normalization
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        spec = (torch.log(self.mel(waveform.float()) + 1e-6) + 6.0) / 4.0
+        spec = (torch.log(self.mel(waveform.float()) + 1e-6) + 6.0) / LOG_SCALE
+        if self.normalization == "cmvn":
+            spec = speech_cmvn(spec)
         return torch.nn.functional.pad(spec, (0, (-spec.shape[-1]) % STRIDE))
+
+
+def speech_cmvn(spec: torch.Tensor) -> torch.Tensor:
+    """Each band less its mean, over its deviation (plus STD_FLOOR), both taken over the speech frames: those whose
+    mean level is within SPEECH_RANGE_DB of the loudest frame's (silence and pauses, whose share varies from clip to
+    clip, left out)."""
+    level = spec.mean(dim=-2, keepdim=True)
+    threshold = SPEECH_RANGE_DB * math.log(10) / 10 / LOG_SCALE
+    speech = (level >= level.amax(dim=-1, keepdim=True) - threshold).to(spec.dtype)
+    frames = speech.sum(-1, keepdim=True)
+    mean = (spec * speech).sum(-1, keepdim=True) / frames
+    deviation = ((spec - mean).pow(2) * speech).sum(-1, keepdim=True).div(frames).sqrt()
+    return (spec - mean) / (deviation + STD_FLOOR)
 
 
 def spectrogram_frames(samples: int) -> int:
