@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import math
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -165,18 +166,27 @@ def resample(waveform: torch.Tensor, from_rate: int, to_rate: int) -> torch.Tens
     process-wide, so a server's inference running in another thread at that moment would run without it.)"""
     if from_rate == to_rate:
         return waveform
-    sinc = _resampler(from_rate, to_rate)
-    step, produced = sinc.orig_freq // sinc.gcd, sinc.new_freq // sinc.gcd  # input samples in, output samples out
+    sinc = _sinc_filter(from_rate, to_rate)
     flat = waveform.reshape(-1, waveform.shape[-1])
-    padded = torch.nn.functional.pad(flat, (sinc.width, sinc.width + step))
-    windows = padded.unfold(-1, sinc.kernel.shape[-1], step)  # clips x steps x taps
-    out = (windows @ sinc.kernel[:, 0, :].T).reshape(flat.shape[0], -1)  # each step's `produced` samples in turn
-    length = int(torch.ceil(torch.as_tensor(produced * flat.shape[-1] / step)))  # torchaudio's own rounding
+    padded = torch.nn.functional.pad(flat, (sinc.width, sinc.width + sinc.step))
+    windows = padded.unfold(-1, sinc.taps.shape[-1], sinc.step)  # clips x steps x taps
+    out = (windows @ sinc.taps.T).reshape(flat.shape[0], -1)  # each step's `produced` samples in turn
+    length = int(torch.ceil(torch.as_tensor(sinc.produced * flat.shape[-1] / sinc.step)))  # torchaudio's rounding
     return out[:, :length].reshape(*waveform.shape[:-1], -1)
 
 
+@dataclass(frozen=True)
+class SincFilter:
+    step: int  # input samples per step
+    produced: int  # output samples per step
+    width: int  # padding on either side
+    taps: torch.Tensor  # produced x taps
+
+
 @cache
-def _resampler(from_rate: int, to_rate: int) -> torch.nn.Module:
+def _sinc_filter(from_rate: int, to_rate: int) -> SincFilter:
     from torchaudio.transforms import Resample
 
-    return Resample(from_rate, to_rate)
+    resampler = Resample(from_rate, to_rate)
+    gcd = math.gcd(from_rate, to_rate)
+    return SincFilter(from_rate // gcd, to_rate // gcd, int(resampler.width), resampler.kernel[:, 0, :])
