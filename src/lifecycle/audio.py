@@ -87,12 +87,14 @@ def frame_levels_db(waveform: torch.Tensor, frame: int = SAMPLE_RATE // 50) -> t
 
 def audio_descriptors(waveform: torch.Tensor) -> dict[str, float]:
     """Duration (s), RMS level (dBFS), estimated SNR (dB: loud frames against the quietest tenth), spectral
-    centroid (Hz) and speech rate (syllable-like energy peaks per second of sound) of a 1 x N waveform."""
+    centroid (Hz, of the first 30 s) and speech rate (syllable-like energy peaks per second of sound) of a 1 x N waveform."""
     x = waveform.reshape(-1).float()
     levels = frame_levels_db(waveform)
     noise = torch.quantile(levels, 0.1)
     speech = torch.quantile(levels, 0.9)
-    spectrum = torch.fft.rfft(x[: SAMPLE_RATE * 30]).abs() if len(x) else torch.zeros(1)
+    head = x[: SAMPLE_RATE * 30]
+    # zero-padded to a power of two: a clip's own length may have large prime factors, whose FFT takes up to 40x longer
+    spectrum = torch.fft.rfft(head, n=1 << (len(head) - 1).bit_length()).abs() if len(x) else torch.zeros(1)
     freqs = torch.linspace(0, SAMPLE_RATE / 2, len(spectrum))
     duration = len(x) / SAMPLE_RATE
     return {
