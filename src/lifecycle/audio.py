@@ -87,7 +87,8 @@ def frame_levels_db(waveform: torch.Tensor, frame: int = SAMPLE_RATE // 50) -> t
 
 def audio_descriptors(waveform: torch.Tensor) -> dict[str, float]:
     """Duration (s), RMS level (dBFS), estimated SNR (dB: loud frames against the quietest tenth), spectral
-    centroid (Hz, of the first 30 s) and speech rate (syllable-like energy peaks per second of sound) of a 1 x N waveform."""
+    centroid (Hz, of the first 30 s) and speech rate (syllable-like energy peaks per second of sound) of a 1 x N
+    waveform."""
     x = waveform.reshape(-1).float()
     levels = frame_levels_db(waveform)
     noise = torch.quantile(levels, 0.1)
