@@ -8,7 +8,7 @@ import threading
 import pytest
 import torch
 
-from lifecycle.audio import resample
+from lifecycle.audio import audio_descriptors, resample
 
 
 @pytest.mark.parametrize(
@@ -43,3 +43,13 @@ def test_resampling_never_switches_onednn_off_for_other_threads():
         stop.set()
         worker.join()
     assert seen == {torch.backends.mkldnn.is_available()}, "oneDNN was switched off while another thread ran"
+
+
+def test_descriptors_of_a_clip_without_samples_are_defined():
+    assert audio_descriptors(torch.zeros(1, 0)) == {
+        "duration": 0.0,
+        "rms_db": -100.0,
+        "snr_db": 0.0,
+        "spectral_centroid": 0.0,
+        "speech_rate": 0.0,
+    }

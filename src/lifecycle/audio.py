@@ -90,17 +90,19 @@ def audio_descriptors(waveform: torch.Tensor) -> dict[str, float]:
     centroid (Hz, of the first 30 s) and speech rate (syllable-like energy peaks per second of sound) of a 1 x N
     waveform."""
     x = waveform.reshape(-1).float()
+    if not len(x):  # decoding refuses a clip without samples; a caller that does not still gets an answer
+        return {"duration": 0.0, "rms_db": -100.0, "snr_db": 0.0, "spectral_centroid": 0.0, "speech_rate": 0.0}
     levels = frame_levels_db(waveform)
     noise = torch.quantile(levels, 0.1)
     speech = torch.quantile(levels, 0.9)
     head = x[: SAMPLE_RATE * 30]
     # zero-padded to a power of two: a clip's own length may have large prime factors, whose FFT takes up to 40x longer
-    spectrum = torch.fft.rfft(head, n=1 << (len(head) - 1).bit_length()).abs() if len(x) else torch.zeros(1)
+    spectrum = torch.fft.rfft(head, n=1 << (len(head) - 1).bit_length()).abs()
     freqs = torch.linspace(0, SAMPLE_RATE / 2, len(spectrum))
     duration = len(x) / SAMPLE_RATE
     return {
         "duration": duration,
-        "rms_db": float(10 * torch.log10(x.pow(2).mean() + 1e-10)) if len(x) else -100.0,
+        "rms_db": float(10 * torch.log10(x.pow(2).mean() + 1e-10)),
         "snr_db": float(speech - noise),
         "spectral_centroid": float((freqs * spectrum).sum() / (spectrum.sum() + 1e-10)),
         "speech_rate": _syllable_rate(levels, float(noise)),
@@ -114,12 +116,14 @@ def _syllable_rate(levels: torch.Tensor, noise_db: float) -> float:
         return 0.0
     smooth = torch.nn.functional.avg_pool1d(levels[None, None], 5, 1, 2, count_include_pad=False)[0, 0]
     active = smooth > noise_db + 10
+    # the scan reads each level a few times: as Python floats (indexing the tensor cost 0.46 ms a clip)
+    envelope, loud = smooth.tolist(), active.tolist()
     peaks = 0
-    valley = float(smooth[0])
-    for i in range(1, len(smooth) - 1):
-        level = float(smooth[i])
+    valley = envelope[0]
+    for i in range(1, len(envelope) - 1):
+        level = envelope[i]
         valley = min(valley, level)
-        if active[i] and level >= float(smooth[i - 1]) and level > float(smooth[i + 1]) and level - valley >= 6:
+        if loud[i] and level >= envelope[i - 1] and level > envelope[i + 1] and level - valley >= 6:
             peaks += 1
             valley = level
     seconds = float(active.sum()) / 50
