@@ -1,12 +1,13 @@
-"""Serving load: N concurrent clients for T seconds, under one load generator in one run, against
+"""Serving load: N concurrent clients for T seconds a server, under one load generator in one run, against
   - the baseline a user would write instead: a minimal hand-written Starlette app on uvicorn, one process, the same
     decode, prepare and batched `Predictor.infer`, with a small asyncio micro-batcher (`baseline_app` below);
   - `bentoml serve` of the project's service with adaptive batching as params.yaml sets it,
   - and with `max_batch_size: 1`;
-plus the raw batched `Predictor.infer` of the same model in-process (the limit). Prints requests/s, p50/p95/p99
-latency and the ratios against their targets.
+plus the raw batched `Predictor.infer` of the same model in-process (the limit). The three servers run side by side
+and take turns under the load (`--rounds`), so that a drift in the machine's speed weighs on each alike. Prints
+requests/s, p50/p95/p99 latency and the ratios against their targets.
 
-    make bench-serve      # after `make run`; or: python bench/serve_load.py --clients 32 --seconds 20
+    make bench-serve      # after `make run`; or: python bench/serve_load.py --clients 32 --seconds 30 --rounds 3
     python bench/serve_load.py --width 64 --input-size 64   # an untrained, heavier copy of the model instead
 """
 
@@ -24,7 +25,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,18 +152,10 @@ def bentoml_cmd(port: int) -> list[str]:
     return [bentoml, "serve", "lifecycle.service:Lifecycle", "--host", "127.0.0.1", "--port", str(port)]
 
 
-def serve_and_load(
-    name: str,
-    cmd: Callable[[int], list[str]],
-    root: Path,
-    params: dict,
-    field: str,
-    endpoint: str,
-    inputs: list[bytes],
-    clients: int,
-    seconds: float,
-    warmup: float,
-) -> Load:
+@contextlib.contextmanager
+def running_server(cmd: Callable[[int], list[str]], root: Path, params: dict, endpoint: str) -> Iterator[str]:
+    """A server started by `cmd(port)` with `params` as its params.yaml (request logs in a temporary folder),
+    stopped on exit; yields its endpoint's URL once it answers."""
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         params_file = Path(tmp) / "params.yaml"
@@ -173,15 +166,31 @@ def serve_and_load(
         )
         try:
             wait_ready(f"http://127.0.0.1:{port}", f"/{endpoint}", proc)
-            url = f"http://127.0.0.1:{port}/{endpoint}"
-            asyncio.run(drive(url, field, inputs, clients, warmup))  # the dispatcher learns its latency model
-            started = time.perf_counter()
-            latencies, errors = asyncio.run(drive(url, field, inputs, clients, seconds))
-            elapsed = time.perf_counter() - started
+            yield f"http://127.0.0.1:{port}/{endpoint}"
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
-    return Load(name, len(latencies) / elapsed, latencies, errors)
+
+
+def interleaved_loads(
+    urls: dict[str, str], field: str, inputs: list[bytes], clients: int, seconds: float, warmup: float, rounds: int
+) -> list[Load]:
+    """Each server under the same load for `seconds` in all, in `rounds` turns alternating between the servers
+    (forwards, then backwards: A B C C B A ...), so that a machine whose speed drifts during the run (other
+    tenants, clock boost) weighs on every server alike. One server at a time is loaded; the others idle."""
+    for url in urls.values():
+        asyncio.run(drive(url, field, inputs, clients, warmup))  # caches, and the batchers' latency model
+    latencies: dict[str, list[float]] = {name: [] for name in urls}
+    errors: dict[str, Counter[int]] = {name: Counter() for name in urls}
+    elapsed = dict.fromkeys(urls, 0.0)
+    for turn in range(rounds):
+        for name in list(urls) if turn % 2 == 0 else list(reversed(urls)):
+            started = time.perf_counter()
+            answered, refused = asyncio.run(drive(urls[name], field, inputs, clients, seconds / rounds))
+            elapsed[name] += time.perf_counter() - started
+            latencies[name] += answered
+            errors[name] += refused
+    return [Load(name, len(latencies[name]) / elapsed[name], latencies[name], errors[name]) for name in urls]
 
 
 def wait_ready(url: str, path: str, proc: subprocess.Popen) -> None:
@@ -245,7 +254,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="classify")
     parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--seconds", type=float, default=30, help="of load on each server, in all its turns")
+    parser.add_argument("--rounds", type=int, default=3, help="turns alternating between the servers")
     parser.add_argument("--warmup", type=float, default=5)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--width", type=int, help="serve an untrained copy of the model with this model.width")
@@ -276,8 +286,8 @@ def main() -> None:
     inputs = [(TaskPaths(root, args.task).raw / row["path"]).read_bytes() for row in rows]
     batch = cfg.serve.max_batch_size
     print(
-        f"{args.task}: {stored.tag}, {args.clients} clients x {args.seconds:g} s, max_batch_size {batch}, "
-        f"max_latency_ms {cfg.serve.max_latency_ms}, {os.cpu_count()} CPUs"
+        f"{args.task}: {stored.tag}, {args.clients} clients x {args.seconds:g} s in {args.rounds} turns a server, "
+        f"max_batch_size {batch}, max_latency_ms {cfg.serve.max_latency_ms}, {os.cpu_count()} CPUs"
     )
 
     def with_batch(size: int) -> dict:
@@ -287,14 +297,19 @@ def main() -> None:
         }
         return {**raw_params, "tasks": [args.task], args.task: task_params}
 
-    load_args = (root, with_batch(batch), field, spec.endpoint, inputs, args.clients, args.seconds, args.warmup)
-    baseline = serve_and_load(
-        f"hand-written baseline (max {batch})", baseline_cmd(stored.model_file, batch), *load_args
-    )
-    batched = serve_and_load(f"service, adaptive (max {batch})", bentoml_cmd, *load_args)
-    single = serve_and_load(
-        "service, max_batch_size 1", bentoml_cmd, *(load_args[:1] + (with_batch(1),) + load_args[2:])
-    )
+    servers = {
+        f"hand-written baseline (max {batch})": (baseline_cmd(stored.model_file, batch), with_batch(batch)),
+        f"service, adaptive (max {batch})": (bentoml_cmd, with_batch(batch)),
+        "service, max_batch_size 1": (bentoml_cmd, with_batch(1)),
+    }
+    with contextlib.ExitStack() as stack:
+        urls = {
+            name: stack.enter_context(running_server(cmd, root, params, spec.endpoint))
+            for name, (cmd, params) in servers.items()
+        }
+        baseline, batched, single = interleaved_loads(
+            urls, field, inputs, args.clients, args.seconds, args.warmup, args.rounds
+        )
     raw = raw_throughput(stored, cfg.serve.device, inputs, batch, min(args.seconds, 10))
     raw_single = raw_throughput(stored, cfg.serve.device, inputs, 1, min(args.seconds, 10))
 
