@@ -130,6 +130,7 @@ TINY_ASR: dict[str, Any] = {
     "model": {
         "n_mels": 16,
         "normalization": "cmvn",
+        "vocabulary_decoding": "lexicon",
         "width": 4,
         "hidden": 16,
         "streaming": {"above_seconds": 5, "chunk_seconds": 1, "context_seconds": 0.5, "max_seconds": 20},

@@ -16,6 +16,8 @@ from lifecycle.splitting import SPLITS
 from lifecycle.tasks.asr.decoding import charset_of
 from lifecycle.tasks.asr.features import FRAME_SAMPLES, Normalization
 
+VocabularyDecoding = Literal["nearest_word", "lexicon"]
+
 DEFAULT_VOICES = {
     "train": [
         "en-us+m1",
@@ -234,7 +236,14 @@ class AsrModel(Strict):
     hidden: int = Field(96, ge=8, description="crnn: LSTM units per direction")
     conformer: ConformerSize = Field(default_factory=ConformerSize, description="conformer: its sizes")
     dropout: float = Field(0.1, ge=0, lt=1)
-    constrain_to_vocabulary: bool = Field(True, description="replace each decoded word by the nearest vocabulary word")
+    constrain_to_vocabulary: bool = Field(True, description="answer only vocabulary words (false: an open vocabulary)")
+    vocabulary_decoding: VocabularyDecoding = Field(
+        "nearest_word",
+        description="how constrain_to_vocabulary finds vocabulary words (unused otherwise): lexicon: the most "
+        "probable sequence of vocabulary words under the CTC outputs (a Viterbi search over a loop of the words); "
+        "nearest_word: the best path's letters, each word then replaced by the nearest vocabulary word (as models "
+        "stored before this key)",
+    )
     augment: AudioAugment = Field(default_factory=AudioAugment)
     streaming: Streaming = Field(default_factory=Streaming)
 

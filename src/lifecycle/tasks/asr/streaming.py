@@ -20,10 +20,14 @@ if TYPE_CHECKING:
     from lifecycle.tasks.asr.config import Streaming
 
 
-class Transcriber(Protocol):
-    """What streaming needs to read a growing best path: its transcript and confidence."""
+class StreamDecoder(Protocol):
+    """A recording's transcript so far, given the logits (1 x frames x classes) of its next frames."""
 
-    def transcript(self, path: list[int], probs: list[float]) -> tuple[str, float]: ...
+    def push(self, logits: torch.Tensor) -> str: ...
+
+
+class Transcriber(Protocol):
+    def stream_decoder(self) -> StreamDecoder: ...
 
 
 @dataclass(frozen=True)
@@ -102,17 +106,13 @@ def _padded(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
 
 
 def transcribe_stream(reader: Transcriber, model: nn.Module, windows: Iterator[Chunk]) -> Iterator[tuple[float, str]]:
-    """(seconds decoded so far, transcript so far) after each chunk. Only the last word can still change: the
-    next chunk may continue it."""
-    path: list[int] = []
-    probs: list[float] = []
+    """(seconds decoded so far, transcript so far) after each chunk. The words near the end can still change:
+    the next chunk may continue the last one, and the lexicon search weighs the new frames against its choices."""
+    decoder = reader.stream_decoder()
     with torch.no_grad():
         for piece in windows:
             logits, _ = chunk_outputs(model, piece)
-            best, index = logits[0].float().softmax(-1).max(-1)
-            path += index.tolist()
-            probs += best.tolist()
-            yield piece.end_seconds, reader.transcript(path, probs)[0]
+            yield piece.end_seconds, decoder.push(logits)
 
 
 def streaming_agreement(
