@@ -1,7 +1,8 @@
 """Streaming speech decoding: time and peak memory of `lifecycle transcribe --stream`'s path (a file read and decoded
 a chunk at a time) against full-context decoding of the same file (the baseline: the whole recording decoded
 in one pass), for recordings of 1, 10 and 30 minutes. Each measurement runs in a fresh process, so its peak RSS
-is its own; the model is the default asr architecture (untrained: cost does not depend on the weights).
+is its own; the model is params.yaml's asr model (its architecture, features and decoding; untrained: the cost does
+not depend on the weights), and both sides include reading the transcript (streaming: after every window).
 
     python bench/asr_streaming.py                     # 1, 10 and 30 minutes
     python bench/asr_streaming.py --minutes 2 10
@@ -39,24 +40,26 @@ def measure(mode: str, recording: str) -> dict:
     """Run in a child process: decode `recording` fully or streaming; time, peak RSS and the word count."""
     import torch
 
+    import yaml
+
     from lifecycle.audio import decode_audio
     from lifecycle.params import parse_params
     from lifecycle.tasks import build_task
-    from lifecycle.tasks.asr.streaming import file_chunks, streamed_outputs
 
     torch.set_num_threads(2)
-    task = build_task("asr", parse_params({"tasks": ["asr"], "asr": {}}).task("asr"))
+    model_section = yaml.safe_load(Path("params.yaml").read_text())["asr"]["model"]  # its features and decoding
+    task = build_task("asr", parse_params({"tasks": ["asr"], "asr": {"model": model_section}}).task("asr"))
     torch.manual_seed(0)
     model = task.network.build().eval()
     started = time.perf_counter()
     with torch.no_grad():
         if mode == "full":
             spec = task.codec.prepare(decode_audio(Path(recording).read_bytes(), max_seconds=float("inf")))
-            outputs = model(spec[None], torch.tensor([spec.shape[-1]]))
-        else:
-            chunked = file_chunks(Path(recording), task.codec.features, task.cfg.model.streaming)
-            outputs = streamed_outputs(model, chunked)
-        text, _ = task.outputs.read(outputs)[0]
+            text, _ = task.outputs.read(model(spec[None], torch.tensor([spec.shape[-1]])))[0]
+        else:  # the transcript read after every window, as `lifecycle transcribe --stream` prints it
+            text = ""
+            for _, text in task.outputs.stream_file(model, Path(recording)):
+                pass
     return {
         "seconds": time.perf_counter() - started,
         "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
