@@ -60,8 +60,9 @@ def test_a_clip_reads_the_same_in_windows_alone_or_in_a_batch():
         windowed = LexiconSearch(loop)
         for start in range(0, n, 7):
             windowed.push(log_probs[i : i + 1, start : min(start + 7, n)])
-            windowed.read()  # a read after every window, as streaming does
+            windowed.text()  # the words after every window, as streaming shows them
         assert alone.read() == windowed.read() == batched[i]
+        assert windowed.text() == batched[i][0]
         assert batched[i][0] or n == 0, "random frames read as some words"
     assert batched[2] == ("", 0.0)
 

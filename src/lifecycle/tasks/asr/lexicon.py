@@ -95,6 +95,7 @@ class LexiconSearch:
         self._joint_of = dict(zip(loop.joints.tolist(), range(len(loop.joints))))
         self._inside, self._joint_sources = loop.inside.tolist(), loop.joint_sources.tolist()
         self._paths: dict[int, list[int]] = {}  # the path last traced for each clip
+        self._firsts = set(loop.firsts.tolist())
 
     def push(self, log_probs: np.ndarray, lengths: Sequence[int] | None = None) -> None:
         """Advance by batch x frames x classes log-probabilities, of which clip i has `lengths[i]` (all, by
@@ -121,25 +122,30 @@ class LexiconSearch:
             self.back.append(choice)
         self.frames += counts
 
+    def text(self, clip: int = 0) -> str:
+        """Clip `clip`'s words over the frames pushed (what streaming shows after each window)."""
+        return " ".join(self._words(self._trace(clip))) if self.frames[clip] else ""
+
     def read(self, clip: int = 0) -> tuple[str, float]:
         """Clip `clip`'s words over the frames pushed and their confidence: the geometric mean of the probabilities
         of the frames that emit a character on the words' path."""
-        loop, frames = self.loop, int(self.frames[clip])
+        frames = int(self.frames[clip])
         if frames == 0:
             return "", 0.0
         path = self._trace(clip)
-        starts = set(loop.firsts.tolist())
-        words = [
-            loop.words[loop.word_of[s]] for t, s in enumerate(path) if s in starts and (t == 0 or path[t - 1] != s)
-        ]
-        labels = loop.labels[path]
+        labels = self.loop.labels[path]
         log_probs, start = [], 0
         for pushed in self.pushed:
             end = min(start + pushed.shape[1], frames)
             log_probs.append(pushed[clip, np.arange(end - start), labels[start:end]])
             start = end
         probs = np.exp(np.concatenate(log_probs))
-        return " ".join(words), emitted_confidence(labels.tolist(), probs.tolist())
+        return " ".join(self._words(path)), emitted_confidence(labels.tolist(), probs.tolist())
+
+    def _words(self, path: list[int]) -> list[str]:
+        """The words a path spells: one wherever it enters a word's first letter."""
+        loop, starts = self.loop, self._firsts
+        return [loop.words[loop.word_of[s]] for t, s in enumerate(path) if s in starts and (t == 0 or path[t - 1] != s)]
 
     def _trace(self, clip: int) -> list[int]:
         """The clip's best path: its state at each frame, traced back from the best state to end in. Once it meets

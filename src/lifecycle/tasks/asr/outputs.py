@@ -93,4 +93,4 @@ class LexiconStream:
 
     def push(self, logits: torch.Tensor) -> str:
         self.search.push(log_probabilities(logits))
-        return self.search.read()[0]
+        return self.search.text()
