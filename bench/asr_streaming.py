@@ -39,7 +39,6 @@ def write_recording(path: Path, minutes: float) -> None:
 def measure(mode: str, recording: str) -> dict:
     """Run in a child process: decode `recording` fully or streaming; time, peak RSS and the word count."""
     import torch
-
     import yaml
 
     from lifecycle.audio import decode_audio
@@ -58,8 +57,8 @@ def measure(mode: str, recording: str) -> dict:
             text, _ = task.outputs.read(model(spec[None], torch.tensor([spec.shape[-1]])))[0]
         else:  # the transcript read after every window, as `lifecycle transcribe --stream` prints it
             text = ""
-            for _, text in task.outputs.stream_file(model, Path(recording)):
-                pass
+            for _, shown in task.outputs.stream_file(model, Path(recording)):
+                text = shown
     return {
         "seconds": time.perf_counter() - started,
         "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
