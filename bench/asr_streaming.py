@@ -39,15 +39,13 @@ def write_recording(path: Path, minutes: float) -> None:
 def measure(mode: str, recording: str) -> dict:
     """Run in a child process: decode `recording` fully or streaming; time, peak RSS and the word count."""
     import torch
-    import yaml
 
     from lifecycle.audio import decode_audio
-    from lifecycle.params import parse_params
+    from lifecycle.params import load_params
     from lifecycle.tasks import build_task
 
     torch.set_num_threads(2)
-    model_section = yaml.safe_load(Path("params.yaml").read_text())["asr"]["model"]  # its features and decoding
-    task = build_task("asr", parse_params({"tasks": ["asr"], "asr": {"model": model_section}}).task("asr"))
+    task = build_task("asr", load_params("params.yaml", only=["asr"]).task("asr"))  # its features and decoding
     torch.manual_seed(0)
     model = task.network.build().eval()
     started = time.perf_counter()

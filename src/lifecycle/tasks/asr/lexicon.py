@@ -173,5 +173,7 @@ def read_batch(loop: WordLoop, log_probs: np.ndarray, lengths: Sequence[int]) ->
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     search = LexiconSearch(loop, len(order))
     search.push(log_probs[order], [lengths[i] for i in order])
-    read = [search.read(row) for row in range(len(order))]
-    return [read[order.index(i)] for i in range(len(order))]
+    read: list[tuple[str, float]] = [("", 0.0)] * len(order)
+    for row, clip in enumerate(order):
+        read[clip] = search.read(row)
+    return read

@@ -27,6 +27,8 @@ class StreamDecoder(Protocol):
 
 
 class Transcriber(Protocol):
+    """What streaming needs to show a recording's transcript as it grows: a decoder for its frames."""
+
     def stream_decoder(self) -> StreamDecoder: ...
 
 
