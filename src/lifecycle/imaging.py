@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -12,6 +12,7 @@ from PIL import Image, UnidentifiedImageError
 
 from lifecycle.samples import InvalidInput
 
+_STACK_ELEMENTS = 2**16  # pixel values described in one stack: small images are stacked, large ones go alone
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
@@ -102,19 +103,42 @@ def composite_on_white(img: Image.Image) -> Image.Image:
     return Image.alpha_composite(background, rgba).convert("RGB")
 
 
-def image_descriptors(image: torch.Tensor) -> dict[str, float]:
-    """Size, intensity mean and spread, and sharpness (variance of the Laplacian) of a uint8 CxHxW image. In NumPy:
-    on one request's image, torch's per-operation overhead costs more than the arithmetic (~20x at 224 px)."""
-    pixels = image.numpy()
-    gray = pixels.mean(axis=0, dtype=np.float32) / np.float32(255.0)
-    laplacian = gray[:-2, 1:-1] + gray[2:, 1:-1] + gray[1:-1, :-2] + gray[1:-1, 2:] - 4 * gray[1:-1, 1:-1]
-    return {
-        "width": float(image.shape[-1]),
-        "height": float(image.shape[-2]),
-        "intensity_mean": float(gray.mean()),
-        "intensity_std": float(gray.std(ddof=1)) if gray.size > 1 else 0.0,
-        "sharpness": float(laplacian.var(ddof=1)) if laplacian.size > 1 else 0.0,
-    }
+def image_descriptors(images: Sequence[torch.Tensor]) -> list[dict[str, float]]:
+    """Size, intensity mean and spread, and sharpness (variance of the Laplacian) of each uint8 CxHxW image. Images
+    of one shape are described together, a cache-sized stack in a few NumPy operations: a small image's arithmetic
+    costs less than the operations' overhead (40 us for a 28x28 image described alone, 10 us in a stack). Each
+    image's figures are the same whatever it is described with."""
+    described: list[dict[str, float]] = [{} for _ in images]
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, image in enumerate(images):
+        by_shape.setdefault(tuple(image.shape), []).append(i)
+    for (channels, height, width), same_shape in by_shape.items():
+        step = max(1, _STACK_ELEMENTS // (channels * height * width))
+        for start in range(0, len(same_shape), step):
+            indices = same_shape[start : start + step]
+            stats = _stack_descriptors(np.stack([images[i].numpy() for i in indices]))
+            for i, (mean, std, sharpness) in zip(indices, stats, strict=True):
+                described[i] = {
+                    "width": float(width),
+                    "height": float(height),
+                    "intensity_mean": mean,
+                    "intensity_std": std,
+                    "sharpness": sharpness,
+                }
+    return described
+
+
+def _stack_descriptors(pixels: np.ndarray) -> list[tuple[float, float, float]]:
+    """(intensity mean, intensity spread, sharpness) of each image of a uint8 NxCxHxW stack."""
+    gray = pixels.mean(axis=1, dtype=np.float32) / np.float32(255.0)
+    laplacian = (
+        gray[:, :-2, 1:-1] + gray[:, 2:, 1:-1] + gray[:, 1:-1, :-2] + gray[:, 1:-1, 2:] - 4 * gray[:, 1:-1, 1:-1]
+    )
+    plane = (1, 2)
+    mean = gray.mean(axis=plane)
+    std = gray.std(axis=plane, ddof=1) if gray[0].size > 1 else np.zeros(len(gray), np.float32)
+    sharpness = laplacian.var(axis=plane, ddof=1) if laplacian[0].size > 1 else np.zeros(len(gray), np.float32)
+    return list(zip(mean.tolist(), std.tolist(), sharpness.tolist(), strict=True))
 
 
 IMAGE_SHIFTS = ("none", "noise", "blur", "invert", "rotate", "scale")

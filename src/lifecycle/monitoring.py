@@ -60,10 +60,8 @@ def build_reference(predictor: Predictor, inputs: list[Any], batch_size: int) ->
     for start in range(0, len(inputs), batch_size):
         chunk = inputs[start : start + batch_size]
         answers = predictor.infer([codec.prepare(x) for x in chunk])
-        rows += [
-            columns(monitoring, monitoring.descriptors(x), a.prediction, a.embedding)
-            for x, a in zip(chunk, answers, strict=True)
-        ]
+        described = monitoring.descriptors(chunk)  # as the service describes its batches, but failing loudly
+        rows += [columns(monitoring, d, a.prediction, a.embedding) for d, a in zip(described, answers, strict=True)]
     return pd.DataFrame.from_records(rows)
 
 

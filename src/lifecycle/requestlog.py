@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 logger = logging.getLogger(__name__)
 
 
@@ -18,7 +20,8 @@ class RequestLog:
     """Appends records to `<directory>/<task>/requests-<pid>.jsonl`, rotated at `max_bytes`, keeping `backups`
     rotated files (`.1` the newest). Each record is one `write` of a whole line to a file opened for appending, so
     a crash leaves at most a partial last line, which readers skip; the size is counted here, not asked of the
-    file system per line (logging's RotatingFileHandler did both per line: a twentieth of the service's CPU)."""
+    file system per line (logging's RotatingFileHandler did both per line: a twentieth of the service's CPU). Lines are
+    encoded by orjson: the standard library's encoder took another twentieth, mostly on the embedding's floats."""
 
     def __init__(self, directory: Path, task: str, max_bytes: int, backups: int) -> None:
         self.path = Path(directory) / task / f"requests-{os.getpid()}.jsonl"
@@ -35,7 +38,7 @@ class RequestLog:
     def write(self, record: dict[str, Any]) -> bool:
         """Append one record; a failure is reported in the server log and never raised (the answer matters more)."""
         try:
-            line = (json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n").encode()
+            line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
             with self._lock:
                 if self._fd is None:
                     return False

@@ -35,7 +35,7 @@ import re
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -249,10 +249,10 @@ async def respond(service: Any, endpoint: Endpoint, request: Request) -> JSONRes
     served = endpoint.served  # this request is answered by this model, even if another is swapped in meanwhile
     try:
         data, filename = await read_upload(request, served.task.codec.input_field, service.serving)
-        descriptors, prepared = await asyncio.get_running_loop().run_in_executor(
-            service.prepare_pool, decode_and_prepare, served.task, data, request_id
+        decoded, prepared = await asyncio.get_running_loop().run_in_executor(
+            service.prepare_pool, decode_and_prepare, served.task, data
         )
-        answer, batch = await served.batcher.infer(prepared)
+        answer, batch = await served.batcher.infer(prepared, decoded)
         answered = served.task.outputs.answer(answer.prediction, dict(request.query_params))
         body = {**answered, "model": served.tag}
     except InvalidInput as e:
@@ -269,7 +269,7 @@ async def respond(service: Any, endpoint: Endpoint, request: Request) -> JSONRes
             {"error": f"internal error (request {request_id}); see the server log"}, status_code=500, headers=headers
         )
     latency_ms = (time.perf_counter() - started) * 1000
-    log_request(endpoint.log, served, request_id, descriptors, Answer(answered, answer.embedding), batch, latency_ms)
+    log_request(endpoint.log, served, request_id, replace(answer, prediction=answered), batch, latency_ms)
     keep = service.monitoring
     if keep.capture_inputs and service.sampler.random() < keep.capture_rate:
         directory = keep.capture_dir / served.task.name
@@ -277,23 +277,17 @@ async def respond(service: Any, endpoint: Endpoint, request: Request) -> JSONRes
     return JSONResponse(body, headers=headers)
 
 
-def decode_and_prepare(task: Task, data: bytes, request_id: str) -> tuple[dict[str, Any] | None, Any]:
-    """The input's monitoring descriptors (None when they cannot be computed: the request is answered all the
-    same) and the model's prepared input; one worker-thread hop for all the CPU work before the model."""
-    raw = task.codec.decode(data)
-    try:
-        descriptors = task.monitoring.descriptors(raw)
-    except Exception:  # noqa: BLE001 - monitoring must never fail an answerable request
-        logger.exception("could not describe request %s for the request log", request_id)
-        descriptors = None
-    return descriptors, task.codec.prepare(raw)
+def decode_and_prepare(task: Task, data: bytes) -> tuple[Any, Any]:
+    """The decoded input (its monitoring descriptors are computed with its batch) and the model's prepared input:
+    one worker-thread hop for the CPU work before the model."""
+    decoded = task.codec.decode(data)
+    return decoded, task.codec.prepare(decoded)
 
 
 def log_request(
     log: RequestLog,
     served: Served,
     request_id: str,
-    descriptors: dict[str, Any] | None,
     answer: Answer,
     batch: int,
     latency_ms: float,
@@ -302,7 +296,7 @@ def log_request(
     from the event loop: appending a line costs less than a hop to a worker thread; a request whose descriptors
     failed is not logged (the monitor could not compare it), and a failed write is logged by RequestLog, never
     raised."""
-    if descriptors is None:
+    if answer.descriptors is None:
         return
     try:
         confidence = served.task.outputs.confidence(answer.prediction)
@@ -315,7 +309,7 @@ def log_request(
             "request_id": request_id,
             "task": served.task.name,
             "model": served.tag,
-            "descriptors": descriptors,
+            "descriptors": answer.descriptors,
             "prediction": answer.prediction,
             "confidence": confidence,
             "embedding": answer.embedding,

@@ -1,4 +1,5 @@
-"""A model loaded for answering: prepared inputs in, post-processed predictions and input embeddings out.
+"""A model loaded for answering: prepared inputs in; post-processed predictions, input embeddings and (given the
+decoded inputs) their monitoring descriptors out.
 The BentoML service, batch inference (`lifecycle predict`) and the promotion's serving check all go through
 this class, so what is checked is what is served."""
 
@@ -29,6 +30,7 @@ logger = logging.getLogger(__name__)
 class Answer:
     prediction: dict[str, Any]  # the task's JSON answer for one input
     embedding: list[float]  # a low-dimensional view of the model's features of that input, for drift monitoring
+    descriptors: dict[str, float] | None = None  # the input's own monitored numbers, when asked for and computable
 
 
 class Predictor:
@@ -52,14 +54,27 @@ class Predictor:
         return cls.from_file(stored.model_file, stored.tag, device)
 
     @torch.no_grad()
-    def infer(self, prepared: Sequence[Any]) -> list[Answer]:
-        """Answers for a batch of prepared inputs (`Codec.prepare` of decoded inputs)."""
+    def infer(self, prepared: Sequence[Any], decoded: Sequence[Any] | None = None) -> list[Answer]:
+        """Answers for a batch of prepared inputs (`Codec.prepare` of decoded inputs); given the `decoded` inputs
+        too, with their monitoring descriptors, computed for the batch at once."""
         batch = to_device(self.task.codec.batch_inputs(prepared), self.device)
         with autocast(self.device, self.precision):
             outputs, features = self.task.network.forward(self.model, batch)
         embeddings = self._project(features.float().flatten(1).cpu())
         predictions = self.task.outputs.predict(outputs)
-        return [Answer(p, e) for p, e in zip(predictions, embeddings.tolist(), strict=True)]
+        described = self.describe(decoded) if decoded is not None else [None] * len(predictions)
+        return [Answer(*a) for a in zip(predictions, embeddings.tolist(), described, strict=True)]
+
+    def describe(self, decoded: Sequence[Any]) -> list[dict[str, float] | None]:
+        """The monitoring descriptors of decoded inputs; None for an input they cannot be computed for (it is
+        answered all the same: monitoring never fails an answer)."""
+        try:
+            return list(self.task.monitoring.descriptors(decoded))
+        except Exception:  # noqa: BLE001 - see the docstring
+            if len(decoded) > 1:  # the other inputs of the batch are described without the one that fails
+                return [d for x in decoded for d in self.describe([x])]
+            logger.exception("could not describe an input of %s for monitoring", self.tag)
+            return [None]
 
     def predict(self, raw_inputs: Sequence[torch.Tensor]) -> list[dict[str, Any]]:
         """Predictions for decoded inputs (as `Codec.decode` returns them), one batch."""
@@ -88,6 +103,7 @@ class Overloaded(Exception):
 @dataclass
 class _Waiting:
     prepared: Any
+    decoded: Any
     answer: asyncio.Future[tuple[Answer, int]]
 
 
@@ -119,8 +135,9 @@ class MicroBatcher:
     def pending(self) -> int:
         return len(self._queue) + self.running
 
-    async def infer(self, prepared: Any) -> tuple[Answer, int]:
-        """The answer to one prepared input and the size of the batch it was answered in."""
+    async def infer(self, prepared: Any, decoded: Any) -> tuple[Answer, int]:
+        """The answer to one prepared input (with the descriptors of its `decoded` form) and the size of the batch
+        it was answered in."""
         if self._worker is None or self._worker.done():
             self._arrived = asyncio.Event()
             self._worker = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{self.predictor.tag}")
@@ -131,7 +148,7 @@ class MicroBatcher:
                 f"{self.max_latency_s * 1000:.0f} ms bound)",
                 max(1, math.ceil(wait)),
             )
-        waiting = _Waiting(prepared, asyncio.get_running_loop().create_future())
+        waiting = _Waiting(prepared, decoded, asyncio.get_running_loop().create_future())
         self._queue.append(waiting)
         assert self._arrived is not None
         self._arrived.set()
@@ -158,7 +175,9 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         try:
-            answers = await loop.run_in_executor(self._model_thread, self.predictor.infer, [w.prepared for w in batch])
+            answers = await loop.run_in_executor(
+                self._model_thread, self.predictor.infer, [w.prepared for w in batch], [w.decoded for w in batch]
+            )
         except Exception as e:  # noqa: BLE001 - delivered to the waiting requests, never lost
             if len(batch) == 1:
                 _settle(batch[0].answer, error=e)

@@ -369,19 +369,20 @@ def test_image_augmentation_is_refused_for_audio():
         make_task(asr_params(train={"augment": [{"name": "RandomAffine", "args": {"degrees": 5}}]}), "asr")
 
 
+SHIFTS_SEEN = ("noise", "fast", "quiet", "telephone")
+
+
 def test_descriptors_see_noise_level_and_speed():
     task = asr_task()
     codec, monitoring = task.codec, task.monitoring
     data = clip("one two three four five six")
     rng = np.random.default_rng(0)
-    plain = monitoring.descriptors(codec.decode(data))
-    noisy = monitoring.descriptors(codec.decode(monitoring.shift(data, "noise", rng)))
-    fast = monitoring.descriptors(codec.decode(monitoring.shift(data, "fast", rng)))
-    quiet = monitoring.descriptors(codec.decode(monitoring.shift(data, "quiet", rng)))
+    plain, noisy, fast, quiet, telephone = monitoring.descriptors(
+        [codec.decode(data)] + [codec.decode(monitoring.shift(data, kind, rng)) for kind in SHIFTS_SEEN]
+    )
     assert noisy["snr_db"] < plain["snr_db"] - 10
     assert fast["duration"] == pytest.approx(plain["duration"] / 1.4, rel=0.01)
     assert quiet["rms_db"] == pytest.approx(plain["rms_db"] - 30, abs=0.5)
-    telephone = monitoring.descriptors(codec.decode(monitoring.shift(data, "telephone", rng)))
     assert telephone["spectral_centroid"] != pytest.approx(plain["spectral_centroid"], rel=0.05)
     assert 1 < plain["speech_rate"] < 8, "syllable-like peaks per second of speech"
 

@@ -110,13 +110,15 @@ def test_predictions_match_the_output_schema(task, samples):
     assert 0.0 <= float(metrics.compute()[task.goal.metric]) <= 1.0
 
 
-def test_descriptors_have_stable_finite_columns(task, samples):
-    keys = None
-    for raw_input, _, _ in samples:
-        d = task.monitoring.descriptors(raw_input)
+def test_descriptors_have_stable_finite_columns_whatever_they_are_described_with(task, samples):
+    """The service describes each batch at once; an input's numbers must be those it gets alone."""
+    raw_inputs = [raw_input for raw_input, _, _ in samples]
+    together = task.monitoring.descriptors(raw_inputs)
+    assert together == [task.monitoring.descriptors([x])[0] for x in raw_inputs]
+    assert together == task.monitoring.descriptors(raw_inputs[::-1])[::-1]
+    for d in together:
         assert all(isinstance(v, float) and math.isfinite(v) for v in d.values())
-        keys = keys or list(d)
-        assert list(d) == keys
+        assert list(d) == list(together[0])
 
 
 def test_collect_reports_unusable_files_as_rejected(task, tmp_path):

@@ -206,8 +206,9 @@ class Monitoring(Part):
 
     shifts: ClassVar[tuple[str, ...]] = ("none",)
 
-    def descriptors(self, raw_input: torch.Tensor) -> dict[str, float]:
-        """Per-sample numbers from the decoded (untransformed) input. Stable keys."""
+    def descriptors(self, raw_inputs: Sequence[torch.Tensor]) -> list[dict[str, float]]:
+        """Per-sample numbers from decoded (untransformed) inputs, one dict of stable keys per input, described
+        together (a served batch): an input's numbers must not depend on the inputs described with it."""
         raise NotImplementedError
 
     def monitored(self, prediction: dict[str, Any]) -> dict[str, str | float]:

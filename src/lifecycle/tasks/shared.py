@@ -34,8 +34,8 @@ class ImageMonitoring(Monitoring):
         super().__init__(cfg)
         self.codec = codec
 
-    def descriptors(self, raw_input: torch.Tensor) -> dict[str, float]:
-        return image_descriptors(raw_input)
+    def descriptors(self, raw_inputs: Sequence[torch.Tensor]) -> list[dict[str, float]]:
+        return image_descriptors(raw_inputs)
 
     def shift(self, data: bytes, kind: str, rng: np.random.Generator) -> bytes:
         return encode_png_tensor(shift_image(self.codec.decode(data), kind, rng))

@@ -10,6 +10,7 @@ does the same from a file."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -39,8 +40,8 @@ class AsrMonitoring(Monitoring):
         super().__init__(cfg)
         self.codec = codec
 
-    def descriptors(self, raw_input: torch.Tensor) -> dict[str, float]:
-        return audio_descriptors(raw_input)
+    def descriptors(self, raw_inputs: Sequence[torch.Tensor]) -> list[dict[str, float]]:
+        return [audio_descriptors(x) for x in raw_inputs]
 
     def monitored(self, prediction: dict[str, Any]) -> dict[str, str | float]:
         return {"confidence": float(prediction["confidence"]), "words": float(len(prediction["text"].split()))}

@@ -10,6 +10,7 @@ depends on the batch."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -26,9 +27,8 @@ from lifecycle.tasks.shared import ImageMonitoring, TextLabeling
 
 
 class OcrMonitoring(ImageMonitoring):
-    def descriptors(self, raw_input: torch.Tensor) -> dict[str, float]:
-        d = super().descriptors(raw_input)
-        return {**d, "aspect_ratio": d["width"] / max(d["height"], 1.0)}
+    def descriptors(self, raw_inputs: Sequence[torch.Tensor]) -> list[dict[str, float]]:
+        return [{**d, "aspect_ratio": d["width"] / max(d["height"], 1.0)} for d in super().descriptors(raw_inputs)]
 
     def monitored(self, prediction: dict[str, Any]) -> dict[str, str | float]:
         return {"confidence": float(prediction["confidence"]), "text_length": float(len(prediction["text"]))}
