@@ -20,30 +20,15 @@ def test_predictor_answers_with_fixed_low_dimensional_embeddings(prepared, tiny_
     second = Predictor.from_file(prepared.model, "local:1", "cpu")
     rows = rows_of_split(prepared.split_manifest, "test")[:6]
     raw = [first.task.codec.load_input(prepared.raw / row["path"]) for row in rows]
-    answers = first.infer([first.task.codec.prepare(x) for x in raw], raw)
+    answers = first.infer([first.task.codec.prepare(x) for x in raw])
     again = second.infer([second.task.codec.prepare(x) for x in raw[:1]])
     assert [len(a.embedding) for a in answers] == [5] * 6
     assert again[0].embedding == pytest.approx(answers[0].embedding, abs=1e-4), "same projection in every process"
     assert [a.prediction for a in answers] == first.predict(raw)
     json.dumps([a.prediction for a in answers])
-    assert [a.descriptors for a in answers] == first.task.monitoring.descriptors(raw)
-    assert again[0].descriptors is None, "described only when the decoded inputs are given"
-
-
-def test_an_input_that_cannot_be_described_is_answered_and_leaves_its_batch_mates_described(prepared, tiny_params):
-    from lifecycle.data import rows_of_split
-
-    train(make_task(tiny_params), prepared)
-    predictor = Predictor.from_file(prepared.model, "local:1", "cpu")
-    rows = rows_of_split(prepared.split_manifest, "test")[:2]
-    raw = [predictor.task.codec.load_input(prepared.raw / row["path"]) for row in rows]
-    prepared_inputs = [predictor.task.codec.prepare(x) for x in (raw[0], raw[0], raw[1])]
-    answers = predictor.infer(prepared_inputs, [raw[0], torch.zeros(7), raw[1]])  # a 1-D input is no image
-    assert [a.descriptors for a in answers] == [
-        *predictor.task.monitoring.descriptors(raw[:1]),
-        None,
-        *predictor.task.monitoring.descriptors(raw[1:]),
-    ]
+    described = first.describe([raw[0], torch.zeros(7), raw[1]])  # a 1-D input is no image: not described
+    monitoring = first.task.monitoring
+    assert described == [*monitoring.descriptors(raw[:1]), None, *monitoring.descriptors(raw[1:2])]
 
 
 class SlowModel:
@@ -54,23 +39,27 @@ class SlowModel:
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
 
-    def infer(self, prepared: list[Any], decoded: list[Any] | None = None) -> list[Answer]:
+    def infer(self, prepared: list[Any]) -> list[Answer]:
         time.sleep(self.seconds)
         return [Answer({"input": x}, []) for x in prepared]
+
+    def describe(self, decoded: list[Any]) -> list[dict[str, float] | None]:
+        return [{"size": float(len(str(x)))} for x in decoded]
 
 
 def test_a_slow_model_is_waited_for_and_only_a_queue_beyond_capacity_is_refused():
     async def scenario() -> tuple[list[Any], list[Any], float]:
         batcher = MicroBatcher(SlowModel(0.2), max_batch_size=4, max_latency_ms=100)  # a batch: twice the bound
-        await batcher.infer("first", None)  # the batcher measures its batch time
+        await batcher.infer("first", "first")  # the batcher measures its batch time
         started = time.perf_counter()
-        within_a_batch = await asyncio.gather(*(batcher.infer(i, None) for i in range(4)), return_exceptions=True)
+        within_a_batch = await asyncio.gather(*(batcher.infer(i, str(i)) for i in range(4)), return_exceptions=True)
         took = time.perf_counter() - started
-        beyond = await asyncio.gather(*(batcher.infer(i, None) for i in range(12)), return_exceptions=True)
+        beyond = await asyncio.gather(*(batcher.infer(i, str(i)) for i in range(12)), return_exceptions=True)
         return within_a_batch, beyond, took
 
     within_a_batch, beyond, took = asyncio.run(scenario())
     assert [answer.prediction for answer, _ in within_a_batch] == [{"input": i} for i in range(4)]
+    assert [answer.descriptors for answer, _ in within_a_batch] == [{"size": 1.0}] * 4, "described beside the model"
     assert took < 0.1 + 2 * 0.2 + 0.2  # max_latency_ms plus two batch times, and slack for a loaded machine
     refused = [r for r in beyond if isinstance(r, Overloaded)]
     assert len(refused) == 8 and all(r.retry_after >= 1 for r in refused), beyond  # 4 queued: one batch ahead

@@ -1,5 +1,5 @@
-"""A model loaded for answering: prepared inputs in; post-processed predictions, input embeddings and (given the
-decoded inputs) their monitoring descriptors out.
+"""A model loaded for answering: prepared inputs in, post-processed predictions and input embeddings out; decoded
+inputs in, their monitoring descriptors out.
 The BentoML service, batch inference (`lifecycle predict`) and the promotion's serving check all go through
 this class, so what is checked is what is served."""
 
@@ -12,7 +12,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 class Answer:
     prediction: dict[str, Any]  # the task's JSON answer for one input
     embedding: list[float]  # a low-dimensional view of the model's features of that input, for drift monitoring
-    descriptors: dict[str, float] | None = None  # the input's own monitored numbers, when asked for and computable
+    descriptors: dict[str, float] | None = None  # the input's own monitored numbers (the service's batches)
 
 
 class Predictor:
@@ -54,20 +54,18 @@ class Predictor:
         return cls.from_file(stored.model_file, stored.tag, device)
 
     @torch.no_grad()
-    def infer(self, prepared: Sequence[Any], decoded: Sequence[Any] | None = None) -> list[Answer]:
-        """Answers for a batch of prepared inputs (`Codec.prepare` of decoded inputs); given the `decoded` inputs
-        too, with their monitoring descriptors, computed for the batch at once."""
+    def infer(self, prepared: Sequence[Any]) -> list[Answer]:
+        """Answers for a batch of prepared inputs (`Codec.prepare` of decoded inputs), without descriptors."""
         batch = to_device(self.task.codec.batch_inputs(prepared), self.device)
         with autocast(self.device, self.precision):
             outputs, features = self.task.network.forward(self.model, batch)
         embeddings = self._project(features.float().flatten(1).cpu())
         predictions = self.task.outputs.predict(outputs)
-        described = self.describe(decoded) if decoded is not None else [None] * len(predictions)
-        return [Answer(*a) for a in zip(predictions, embeddings.tolist(), described, strict=True)]
+        return [Answer(p, e) for p, e in zip(predictions, embeddings.tolist(), strict=True)]
 
     def describe(self, decoded: Sequence[Any]) -> list[dict[str, float] | None]:
-        """The monitoring descriptors of decoded inputs; None for an input they cannot be computed for (it is
-        answered all the same: monitoring never fails an answer)."""
+        """The monitoring descriptors of a batch of decoded inputs, described together; None for an input they
+        cannot be computed for (it is answered all the same: monitoring never fails an answer)."""
         try:
             return list(self.task.monitoring.descriptors(decoded))
         except Exception:  # noqa: BLE001 - see the docstring
@@ -110,9 +108,10 @@ class _Waiting:
 class MicroBatcher:
     """Concurrent requests of one event loop merged into one `Predictor.infer` call (adaptive batching): while a
     batch runs, the requests that arrive queue, and the next batch takes all of them, up to `max_batch_size`. So a
-    lone request waits for nothing and a busy service makes big batches. The model runs in one thread of its own;
-    the event loop keeps accepting meanwhile. A request that would queue longer than `max_latency_ms` behind the
-    batches already waiting (from the measured batch time) is refused with `Overloaded` at once."""
+    lone request waits for nothing and a busy service makes big batches. The model runs in one thread of its own,
+    the batch's monitoring descriptors in another beside it; the event loop keeps accepting meanwhile. A request that
+    would queue longer than `max_latency_ms` behind the batches already waiting (from the measured batch time) is
+    refused with `Overloaded` at once."""
 
     def __init__(self, predictor: Predictor, max_batch_size: int, max_latency_ms: int) -> None:
         self.predictor = predictor
@@ -122,6 +121,7 @@ class MicroBatcher:
         self._arrived: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix=f"infer-{predictor.tag}")
+        self._describe_thread = ThreadPoolExecutor(1, thread_name_prefix=f"describe-{predictor.tag}")
         self._batch_s = 0.0  # a moving average of the time one batch takes
         self._retired = False
         self.running = 0  # inputs in the batch being run
@@ -174,10 +174,11 @@ class MicroBatcher:
     async def _answer(self, batch: list[_Waiting]) -> None:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
+        # the batch is described beside the model (a clip's audio descriptors take a millisecond or more), not after it
+        described = loop.run_in_executor(self._describe_thread, self.predictor.describe, [w.decoded for w in batch])
         try:
-            answers = await loop.run_in_executor(
-                self._model_thread, self.predictor.infer, [w.prepared for w in batch], [w.decoded for w in batch]
-            )
+            answers = await loop.run_in_executor(self._model_thread, self.predictor.infer, [w.prepared for w in batch])
+            answers = [replace(a, descriptors=d) for a, d in zip(answers, await described, strict=True)]
         except Exception as e:  # noqa: BLE001 - delivered to the waiting requests, never lost
             if len(batch) == 1:
                 _settle(batch[0].answer, error=e)
