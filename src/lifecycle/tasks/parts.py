@@ -207,8 +207,7 @@ class Monitoring(Part):
     shifts: ClassVar[tuple[str, ...]] = ("none",)
 
     def descriptors(self, raw_inputs: Sequence[torch.Tensor]) -> list[dict[str, float]]:
-        """Per-sample numbers from decoded (untransformed) inputs, one dict of stable keys per input, described
-        together (a served batch): an input's numbers must not depend on the inputs described with it."""
+        """Stable-keyed numbers of each decoded (untransformed) input of a batch, whatever its batch mates."""
         raise NotImplementedError
 
     def monitored(self, prediction: dict[str, Any]) -> dict[str, str | float]:
