@@ -1,5 +1,6 @@
 import asyncio
 import json
+import threading
 import time
 from typing import Any
 
@@ -34,10 +35,9 @@ def test_predictor_answers_with_fixed_low_dimensional_embeddings(prepared, tiny_
 class SlowModel:
     """Stands in for a Predictor whose every call takes `seconds`, whatever the batch."""
 
-    tag = "slow"
-
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, tag: str = "slow") -> None:
         self.seconds = seconds
+        self.tag = tag
 
     def infer(self, prepared: list[Any]) -> list[Answer]:
         time.sleep(self.seconds)
@@ -64,3 +64,29 @@ def test_a_slow_model_is_waited_for_and_only_a_queue_beyond_capacity_is_refused(
     refused = [r for r in beyond if isinstance(r, Overloaded)]
     assert len(refused) == 8 and all(r.retry_after >= 1 for r in refused), beyond  # 4 queued: one batch ahead
     assert [answer.prediction for answer, _ in beyond[:4]] == [{"input": i} for i in range(4)]
+
+
+def test_a_retired_batcher_answers_what_it_holds_then_ends_its_threads():
+    def threads() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith(("infer-retiring", "describe-retiring"))]
+
+    async def threads_ended() -> bool:
+        for _ in range(100):
+            if not threads():
+                return True
+            await asyncio.sleep(0.02)
+        return False
+
+    async def scenario() -> None:
+        batcher = MicroBatcher(SlowModel(0.05, "retiring"), max_batch_size=4, max_latency_ms=1000)
+        held = [asyncio.ensure_future(batcher.infer(i, str(i))) for i in range(6)]
+        await asyncio.sleep(0.01)  # the first batch runs, the rest queue
+        assert len(threads()) == 2
+        batcher.retire()
+        assert [a.prediction for a, _ in await asyncio.gather(*held)] == [{"input": i} for i in range(6)]
+        assert await threads_ended(), threads()
+        late, _ = await batcher.infer("late", "late")  # took the model just before the swap
+        assert late.prediction == {"input": "late"}
+        assert await threads_ended(), threads()
+
+    asyncio.run(scenario())

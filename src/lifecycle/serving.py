@@ -120,8 +120,7 @@ class MicroBatcher:
         self._queue: deque[_Waiting] = deque()
         self._arrived: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
-        self._model_thread = ThreadPoolExecutor(1, thread_name_prefix=f"infer-{predictor.tag}")
-        self._describe_thread = ThreadPoolExecutor(1, thread_name_prefix=f"describe-{predictor.tag}")
+        self._threads: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None  # the model's, the descriptors'
         self._batch_s = 0.0  # a moving average of the time one batch takes
         self._retired = False
         self.running = 0  # inputs in the batch being run
@@ -139,8 +138,7 @@ class MicroBatcher:
         """The answer to one prepared input (with the descriptors of its `decoded` form) and the size of the batch
         it was answered in."""
         if self._worker is None or self._worker.done():
-            self._arrived = asyncio.Event()
-            self._worker = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{self.predictor.tag}")
+            self._start()
         wait = self.expected_wait_s()
         if wait > self.max_latency_s:
             raise Overloaded(
@@ -154,11 +152,22 @@ class MicroBatcher:
         self._arrived.set()
         return await waiting.answer
 
+    def _start(self) -> None:
+        if self._threads is None:
+            tag = self.predictor.tag
+            self._threads = (
+                ThreadPoolExecutor(1, thread_name_prefix=f"infer-{tag}"),
+                ThreadPoolExecutor(1, thread_name_prefix=f"describe-{tag}"),
+            )
+        self._arrived = asyncio.Event()
+        self._worker = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{self.predictor.tag}")
+
     async def _run(self) -> None:
         assert self._arrived is not None
         while True:
             if not self._queue:
-                if self._retired:  # a request that took this model before the swap restarts the worker
+                if self._retired:  # its threads end; a request that took this model before the swap starts anew
+                    self._stop_threads()
                     return
                 self._arrived.clear()
                 await self._arrived.wait()
@@ -173,11 +182,13 @@ class MicroBatcher:
 
     async def _answer(self, batch: list[_Waiting]) -> None:
         loop = asyncio.get_running_loop()
+        assert self._threads is not None
+        model_thread, describe_thread = self._threads
         started = time.perf_counter()
         # the batch is described beside the model (a clip's audio descriptors take a millisecond or more), not after it
-        described = loop.run_in_executor(self._describe_thread, self.predictor.describe, [w.decoded for w in batch])
+        described = loop.run_in_executor(describe_thread, self.predictor.describe, [w.decoded for w in batch])
         try:
-            answers = await loop.run_in_executor(self._model_thread, self.predictor.infer, [w.prepared for w in batch])
+            answers = await loop.run_in_executor(model_thread, self.predictor.infer, [w.prepared for w in batch])
             answers = [replace(a, descriptors=d) for a, d in zip(answers, await described, strict=True)]
         except Exception as e:  # noqa: BLE001 - delivered to the waiting requests, never lost
             if len(batch) == 1:
@@ -194,10 +205,17 @@ class MicroBatcher:
             _settle(waiting.answer, (answer, len(batch)))
 
     def retire(self) -> None:
-        """Stop once the queue is empty: a swapped-out model answers every request it accepted."""
+        """Stop once the queue is empty, and end its threads: a swapped-out model answers every request it accepted,
+        then holds no thread."""
         self._retired = True
         if self._arrived is not None:
             self._arrived.set()
+
+    def _stop_threads(self) -> None:
+        if self._threads is not None:
+            for executor in self._threads:
+                executor.shutdown(wait=False)
+            self._threads = None
 
 
 def _settle(
