@@ -15,6 +15,7 @@ from lifecycle.tasks.asr.augment import (
     CODECS,
     add_colored_noise,
     band_limit,
+    blur_bands,
     change_tempo,
     degrade,
     reverberate,
@@ -100,6 +101,8 @@ class AudioTransform:
             return self.features(waveform), target
         spec = self.features(_augmented_waveform(waveform, a))
         spec = change_tempo(warp_formants(spec, _uniform(*a.warp)), _uniform(*a.tempo))
+        if _uniform(0, 1) < a.blur_probability:
+            spec = blur_bands(spec, _uniform(*a.blur_bands))
         if self.masks:
             fill = float(spec.mean())
             for mask in self.masks:
