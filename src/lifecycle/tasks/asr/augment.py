@@ -1,7 +1,8 @@
 """asr's signal-level augmentation, for a model that must hear voices, rooms and channels its one synthesizer never
 makes: coloured noise, room reverberation from synthetic impulse responses, band limiting, codec-like degradation
-on the waveform; vocal tract length (formant) warping and tempo change on the log-mel spectrogram. Random draws
-come from torch's stream (`generator` where given), which the trainer seeds and checkpoints."""
+on the waveform; vocal tract length (formant) warping, a blur across bands and tempo change on the log-mel
+spectrogram. Random draws come from torch's stream (`generator` where given), which the trainer seeds and
+checkpoints."""
 
 from __future__ import annotations
 
