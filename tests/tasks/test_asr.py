@@ -309,6 +309,7 @@ def test_bad_clips_are_quarantined_with_reasons(tmp_path):
         "hello.wav": (clip("no", "en+f1"), "hello no"),
         "empty.wav": (clip("up", "en+m3"), ""),
         "silent.wav": (wav(np.zeros(16_000), 16_000), "stop"),
+        "rushed.wav": (clip("go", "en+f1"), "seven seven seven seven seven seven"),  # too few frames
         "long.wav": (wav(np.random.default_rng(0).normal(0, 0.1, 8_000 * 31), 8_000), "go"),
         "broken.wav": (good[:30], "yes"),
         "text.wav": (b"this is not audio at all", "yes"),
@@ -325,6 +326,7 @@ def test_bad_clips_are_quarantined_with_reasons(tmp_path):
     assert "outside the vocabulary" in reasons["hello.wav"] and "hello" in reasons["hello.wav"]
     assert "empty transcript" in reasons["empty.wav"]
     assert "silence" in reasons["silent.wav"]
+    assert "too fast to learn" in reasons["rushed.wav"] and "35 characters" in reasons["rushed.wav"]
     assert "31.0 s" in reasons["long.wav"] and "max_seconds" in reasons["long.wav"]
     assert "not audio" in reasons["broken.wav"] or "corrupt" in reasons["broken.wav"]
     assert "not audio" in reasons["text.wav"]

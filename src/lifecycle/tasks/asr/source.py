@@ -91,13 +91,19 @@ class AsrSource(Source):
         if loudest < SILENCE_DBFS:
             raise InvalidSample(f"silence: the loudest 20 ms is at {loudest:.0f} dBFS")
         text = " ".join(label.split())
+        frames = spectrogram_frames(waveform.shape[-1]) // STRIDE
+        if frames < len(text):
+            raise InvalidSample(
+                f"too fast to learn: {info['duration']:.2f} s give {frames} frames of {STRIDE * 10} ms for the "
+                f"{len(text)} characters of {text!r} (CTC emits at most one character per frame)"
+            )
         return {
             "duration": info["duration"],
             "sample_rate": info["sample_rate"],
             "channels": info["channels"],
             "words": len(label.split()),
             "chars": len(text),
-            "frames": spectrogram_frames(waveform.shape[-1]) // STRIDE,
+            "frames": frames,
         }
 
     def data_checks(self, rows: list[dict[str, Any]]) -> Checks:
