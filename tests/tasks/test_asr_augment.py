@@ -1,7 +1,6 @@
 """asr's signal-level augmentation: noise of the asked colour and level, rooms that smear an impulse over their
 reverberation time, band limits that remove what lies outside, codecs that lose detail, formant warps that move
-a spectral peak, a blur across bands that widens one, tempo that changes length, and the training transform that
-applies them all."""
+a spectral peak, tempo that changes length, and the training transform that applies them all."""
 
 from __future__ import annotations
 
@@ -78,23 +77,6 @@ def test_formant_warp_moves_a_spectral_peak_and_tempo_changes_length():
     assert slower.shape[-1] == pytest.approx(frames / 0.8, abs=STRIDE)
 
 
-def test_a_band_blur_widens_a_spectral_peak():
-    spec = LogMel(32)(tone(1000))
-    assert torch.equal(augment.blur_bands(spec, 0.0), spec)
-    blurred = augment.blur_bands(spec, 1.5)
-    assert blurred.shape == spec.shape
-    before, after = spec[0, :, 5], blurred[0, :, 5]
-    peak = int(before.argmax())
-    assert int(after.argmax()) == peak and after[peak] < before[peak], "the peak stays where it was, lower"
-
-    def width(profile: torch.Tensor) -> int:  # bands above half the way from the floor to the peak
-        return int((profile > profile.min() + 0.5 * (profile.max() - profile.min())).sum())
-
-    assert width(after) > width(before), "and wider"
-    flat = torch.full((1, 32, 8), 0.7)
-    assert torch.allclose(augment.blur_bands(flat, 2.0), flat), "a flat spectrum (and the edges) stays as it is"
-
-
 def test_the_training_transform_applies_every_augmentation():
     everything = AudioAugment(
         reverb_probability=1.0,
@@ -103,7 +85,6 @@ def test_the_training_transform_applies_every_augmentation():
         noise_colors=["white", "pink", "brown"],
         warp=(0.9, 1.1),
         tempo=(0.9, 1.1),
-        blur_probability=1.0,
     )
     features = LogMel(32)
     clip = tone(500, 1.0)

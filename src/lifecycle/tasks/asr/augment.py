@@ -1,8 +1,7 @@
 """asr's signal-level augmentation, for a model that must hear voices, rooms and channels its one synthesizer never
 makes: coloured noise, room reverberation from synthetic impulse responses, band limiting, codec-like degradation
-on the waveform; vocal tract length (formant) warping, a blur across bands and tempo change on the log-mel
-spectrogram. Random draws come from torch's stream (`generator` where given), which the trainer seeds and
-checkpoints."""
+on the waveform; vocal tract length (formant) warping and tempo change on the log-mel spectrogram. Random draws
+come from torch's stream (`generator` where given), which the trainer seeds and checkpoints."""
 
 from __future__ import annotations
 
@@ -96,19 +95,6 @@ def warp_formants(spec: torch.Tensor, factor: float) -> torch.Tensor:
     high = (low + 1).clamp(max=n_mels - 1)
     weight = (source - low)[:, None]
     return spec[..., low, :] * (1 - weight) + spec[..., high, :] * weight
-
-
-def blur_bands(spec: torch.Tensor, sigma: float) -> torch.Tensor:
-    """A 1 x n_mels x T spectrogram blurred across its bands by a Gaussian of `sigma` bands: broader formants and
-    softer spectral detail, as another synthesizer's or a real voice's, than a formant synthesizer's sharp peaks."""
-    if sigma <= 0:
-        return spec
-    radius = max(1, math.ceil(2 * sigma))
-    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1) / sigma) ** 2)
-    kernel = (taps / taps.sum()).reshape(1, 1, -1)
-    bands = spec.transpose(-1, -2).reshape(-1, 1, spec.shape[-2])  # (T, 1, n_mels)
-    padded = torch.nn.functional.pad(bands, (radius, radius), mode="replicate")
-    return torch.nn.functional.conv1d(padded, kernel).reshape(spec.shape[-1], spec.shape[-2]).T.reshape(spec.shape)
 
 
 def change_tempo(spec: torch.Tensor, factor: float) -> torch.Tensor:

@@ -169,14 +169,12 @@ class AudioAugment(Strict):
     noise_colors: list[Literal["white", "pink", "brown"]] = Field(["white"], min_length=1)
     warp: tuple[float, float] = Field((1.0, 1.0), description="formant (vocal tract length) warp factor range")
     tempo: tuple[float, float] = Field((1.0, 1.0), description="tempo factor range, pitch kept (1: unchanged)")
-    blur_probability: float = Field(0.0, ge=0, le=1, description="share of clips blurred across mel bands")
-    blur_bands: tuple[float, float] = Field((0.5, 1.5), description="the blur's Gaussian width range, in mel bands")
     freq_masks: int = Field(2, ge=0)
     freq_mask_bins: int = Field(8, ge=1, description="widest frequency mask, in mel bins")
     time_masks: int = Field(2, ge=0)
     time_mask_frames: int = Field(10, ge=1, description="widest time mask, in 10 ms frames")
 
-    @field_validator("speed", "gain_db", "snr_db", "rt60_s", "low_cut_hz", "high_cut_hz", "warp", "tempo", "blur_bands")
+    @field_validator("speed", "gain_db", "snr_db", "rt60_s", "low_cut_hz", "high_cut_hz", "warp", "tempo")
     @classmethod
     def _ordered(cls, bounds: tuple[float, float]) -> tuple[float, float]:
         if bounds[0] > bounds[1]:

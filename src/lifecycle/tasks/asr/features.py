@@ -15,7 +15,6 @@ from lifecycle.tasks.asr.augment import (
     CODECS,
     add_colored_noise,
     band_limit,
-    blur_bands,
     change_tempo,
     degrade,
     reverberate,
@@ -76,8 +75,8 @@ def spectrogram_frames(samples: int) -> int:
 
 class AudioTransform:
     """1 x N waveform -> 1 x n_mels x T log-mel spectrogram; augmented when `augment` is given (training): speed,
-    reverberation, band limiting, codec loss, gain and coloured noise on the waveform, then formant warping, tempo, a
-    blur across bands and SpecAugment's frequency and time masks (Park et al. 2019, torchaudio's) filled with the spectrogram's mean
+    reverberation, band limiting, codec loss, gain and coloured noise on the waveform, then formant warping, tempo
+    and SpecAugment's frequency and time masks (Park et al. 2019, torchaudio's) filled with the spectrogram's mean
     (zero would read as a loud band after the scaling), time masks covering at most a fifth of a clip. Random
     draws come from torch's stream, which the trainer seeds and checkpoints."""
 
@@ -101,8 +100,6 @@ class AudioTransform:
             return self.features(waveform), target
         spec = self.features(_augmented_waveform(waveform, a))
         spec = change_tempo(warp_formants(spec, _uniform(*a.warp)), _uniform(*a.tempo))
-        if _uniform(0, 1) < a.blur_probability:
-            spec = blur_bands(spec, _uniform(*a.blur_bands))
         if self.masks:
             fill = float(spec.mean())
             for mask in self.masks:
