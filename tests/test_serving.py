@@ -90,3 +90,35 @@ def test_a_retired_batcher_answers_what_it_holds_then_ends_its_threads():
         assert await threads_ended(), threads()
 
     asyncio.run(scenario())
+
+
+class ModelFailingOn(SlowModel):
+    """Fails every batch that holds `poison`; counts the inputs it describes."""
+
+    def __init__(self, poison: Any) -> None:
+        super().__init__(0.05, "failing")
+        self.poison = poison
+        self.described = 0
+
+    def infer(self, prepared: list[Any]) -> list[Answer]:
+        if self.poison in prepared:
+            raise ValueError(f"cannot answer {self.poison!r}")
+        return super().infer(prepared)
+
+    def describe(self, decoded: list[Any]) -> list[dict[str, float] | None]:
+        self.described += len(decoded)
+        return super().describe(decoded)
+
+
+def test_an_input_that_fails_its_batch_fails_alone_and_each_input_is_described_once():
+    model = ModelFailingOn("bad")
+
+    async def scenario() -> list[Any]:
+        batcher = MicroBatcher(model, max_batch_size=4, max_latency_ms=1000)
+        return await asyncio.gather(*(batcher.infer(x, x) for x in ("a", "bad", "ccc")), return_exceptions=True)
+
+    first, failed, third = asyncio.run(scenario())
+    assert isinstance(failed, ValueError) and "bad" in str(failed)
+    assert [first[0].prediction, third[0].prediction] == [{"input": "a"}, {"input": "ccc"}]
+    assert [first[0].descriptors, third[0].descriptors] == [{"size": 1.0}, {"size": 3.0}]
+    assert model.described == 3, "the batch's descriptors serve the inputs answered again alone"

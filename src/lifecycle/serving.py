@@ -180,24 +180,30 @@ class MicroBatcher:
             finally:
                 self.running = 0
 
-    async def _answer(self, batch: list[_Waiting]) -> None:
+    async def _answer(self, batch: list[_Waiting], described: list[dict[str, float] | None] | None = None) -> None:
+        """Answer a batch; `described` holds its descriptors where they are known already (a failed batch's inputs,
+        answered again one by one)."""
         loop = asyncio.get_running_loop()
         assert self._threads is not None
         model_thread, describe_thread = self._threads
         started = time.perf_counter()
-        # the batch is described beside the model (a clip's audio descriptors take a millisecond or more), not after it
-        described = loop.run_in_executor(describe_thread, self.predictor.describe, [w.decoded for w in batch])
+        describing: asyncio.Future[list[dict[str, float] | None]]
+        if described is None:  # described beside the model (a clip's audio descriptors take a millisecond or more)
+            describing = loop.run_in_executor(describe_thread, self.predictor.describe, [w.decoded for w in batch])
+        else:
+            describing = loop.create_future()
+            describing.set_result(described)
         try:
             answers = await loop.run_in_executor(model_thread, self.predictor.infer, [w.prepared for w in batch])
-            answers = [replace(a, descriptors=d) for a, d in zip(answers, await described, strict=True)]
+            answers = [replace(a, descriptors=d) for a, d in zip(answers, await describing, strict=True)]
         except Exception as e:  # noqa: BLE001 - delivered to the waiting requests, never lost
             if len(batch) == 1:
                 _settle(batch[0].answer, error=e)
                 return
             # inference is pure: one input's failure must not fail its batch mates, so each runs again alone
             logger.warning("a batch of %d failed (%s); answering its inputs one by one", len(batch), e)
-            for waiting in batch:
-                await self._answer([waiting])
+            for waiting, descriptors in zip(batch, await describing, strict=True):
+                await self._answer([waiting], [descriptors])
             return
         took = time.perf_counter() - started
         self._batch_s = took if self._batch_s == 0 else 0.8 * self._batch_s + 0.2 * took
