@@ -17,14 +17,16 @@ CODECS = ("mulaw", "narrowband")
 
 
 def colored_noise(samples: int, color: str, generator: torch.Generator | None = None) -> torch.Tensor:
-    """1 x `samples` noise of unit RMS whose power falls as 1/f^(2 x exponent): white, pink or brown."""
-    white = torch.randn(1, samples, generator=generator)
+    """1 x `samples` noise of unit RMS whose power falls as 1/f^(2 x exponent): white, pink or brown. Coloured
+    noise is shaped at a power-of-two length and cut: an FFT of a clip's own length (often with large prime
+    factors) costs several times as much, and a stretch of coloured noise is coloured noise."""
     exponent = NOISE_COLORS[color]
     if exponent == 0 or samples < 4:
-        return white
-    spectrum = torch.fft.rfft(white)
-    freqs = torch.arange(spectrum.shape[-1]).clamp(min=1).float()
-    shaped = torch.fft.irfft(spectrum / freqs**exponent, n=samples)
+        return torch.randn(1, samples, generator=generator)
+    size = 1 << (samples - 1).bit_length()
+    spectrum = torch.fft.rfft(torch.randn(1, size, generator=generator))
+    freqs = (torch.arange(spectrum.shape[-1]) * (samples / size)).clamp(min=1)  # in the clip's own FFT bins
+    shaped = torch.fft.irfft(spectrum / freqs**exponent, n=size)[..., :samples]
     return shaped / shaped.pow(2).mean().sqrt().clamp(min=1e-8)
 
 
