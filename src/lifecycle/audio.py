@@ -85,6 +85,12 @@ def frame_levels_db(waveform: torch.Tensor, frame: int = SAMPLE_RATE // 50) -> t
     return 10 * torch.log10(x.pow(2).mean(1) + 1e-10)
 
 
+def fft_length(samples: int) -> int:
+    """The smallest power of two of at least `samples` (at least 1): an FFT of a clip's own length may meet large
+    prime factors and take up to 40x longer, so signals are zero-padded (or noise drawn) to this."""
+    return 1 << (samples - 1).bit_length()
+
+
 def audio_descriptors(waveform: torch.Tensor) -> dict[str, float]:
     """Duration (s), RMS level (dBFS), estimated SNR (dB: loud frames against the quietest tenth), spectral
     centroid (Hz, of the first 30 s) and speech rate (syllable-like energy peaks per second of sound) of a 1 x N
@@ -96,8 +102,7 @@ def audio_descriptors(waveform: torch.Tensor) -> dict[str, float]:
     noise = torch.quantile(levels, 0.1)
     speech = torch.quantile(levels, 0.9)
     head = x[: SAMPLE_RATE * 30]
-    # zero-padded to a power of two: a clip's own length may have large prime factors, whose FFT takes up to 40x longer
-    spectrum = torch.fft.rfft(head, n=1 << (len(head) - 1).bit_length()).abs()
+    spectrum = torch.fft.rfft(head, n=fft_length(len(head))).abs()
     freqs = torch.linspace(0, SAMPLE_RATE / 2, len(spectrum))
     duration = len(x) / SAMPLE_RATE
     return {

@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from lifecycle.audio import SAMPLE_RATE, resample
+from lifecycle.audio import SAMPLE_RATE, fft_length, resample
 from lifecycle.sequence import STRIDE
 
 NOISE_COLORS = {"white": 0.0, "pink": 0.5, "brown": 1.0}  # amplitude spectrum ~ 1 / f^exponent
@@ -18,12 +18,11 @@ CODECS = ("mulaw", "narrowband")
 
 def colored_noise(samples: int, color: str, generator: torch.Generator | None = None) -> torch.Tensor:
     """1 x `samples` noise of unit RMS whose power falls as 1/f^(2 x exponent): white, pink or brown. Coloured
-    noise is shaped at a power-of-two length and cut: an FFT of a clip's own length (often with large prime
-    factors) costs several times as much, and a stretch of coloured noise is coloured noise."""
+    noise is shaped at `fft_length(samples)` and cut to `samples`: a stretch of coloured noise is coloured noise."""
     exponent = NOISE_COLORS[color]
     if exponent == 0 or samples < 4:
         return torch.randn(1, samples, generator=generator)
-    size = 1 << (samples - 1).bit_length()
+    size = fft_length(samples)
     spectrum = torch.fft.rfft(torch.randn(1, size, generator=generator))
     freqs = (torch.arange(spectrum.shape[-1]) * (samples / size)).clamp(min=1)  # in the clip's own FFT bins
     shaped = torch.fft.irfft(spectrum / freqs**exponent, n=size)[..., :samples]
@@ -52,7 +51,7 @@ def room_impulse_response(rt60_s: float, generator: torch.Generator | None = Non
 def reverberate(waveform: torch.Tensor, rt60_s: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """The clip as heard in a room of reverberation time `rt60_s`, its length and peak level kept."""
     rir = room_impulse_response(rt60_s, generator)
-    size = 1 << (waveform.shape[-1] + len(rir) - 1).bit_length()  # a power of two: the FFT's fast sizes
+    size = fft_length(waveform.shape[-1] + len(rir))  # beyond the full convolution: no wrap-around
     wet = torch.fft.irfft(torch.fft.rfft(waveform, size) * torch.fft.rfft(rir, size), size)[..., : waveform.shape[-1]]
     return wet * (waveform.abs().max() / wet.abs().max().clamp(min=1e-8))
 
@@ -62,7 +61,7 @@ def band_limit(waveform: torch.Tensor, low_hz: float, high_hz: float) -> torch.T
     4th-order Butterworth magnitude response on each side (24 dB per octave), applied in one FFT (biquads cost
     ten times as much on a CPU)."""
     n = waveform.shape[-1]
-    size = 1 << max(n - 1, 1).bit_length()
+    size = fft_length(max(n, 2))
     freqs = torch.fft.rfftfreq(size, 1 / SAMPLE_RATE).clamp(min=1.0)
     gain = 1 / torch.sqrt((1 + (freqs / high_hz) ** 8) * (1 + (low_hz / freqs) ** 8))
     return torch.fft.irfft(torch.fft.rfft(waveform, size) * gain, size)[..., :n]
