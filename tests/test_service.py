@@ -649,3 +649,77 @@ def test_bentoml_builds_the_answered_timeout_for_the_service():
         assert [m.cls for m in factory.middlewares] == [AnsweredTimeout]
     finally:
         traffic.TimeoutMiddleware = original
+
+
+def _read_upload(chunks: list[bytes], content_type: str = "multipart/form-data; boundary=b", max_mb: float = 1) -> Any:
+    """`read_upload` of a body arriving in `chunks` without a Content-Length: (bytes, file name), or the InvalidInput
+    it raised; and how many chunks it had read by then."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from starlette.requests import Request
+
+    from lifecycle.samples import InvalidInput
+    from lifecycle.webserver import read_upload
+
+    sent = 0
+
+    async def receive() -> dict:
+        nonlocal sent
+        sent += 1
+        more = sent < len(chunks)
+        return {"type": "http.request", "body": chunks[sent - 1] if sent <= len(chunks) else b"", "more_body": more}
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/",
+        "query_string": b"",
+        "headers": [(b"content-type", content_type.encode())],
+    }
+    try:
+        return asyncio.run(read_upload(Request(scope, receive), "image", SimpleNamespace(max_upload_mb=max_mb))), sent
+    except InvalidInput as e:
+        return e, sent
+
+
+def _multipart(*parts: tuple[str, str | None, bytes]) -> bytes:
+    body = b""
+    for name, filename, data in parts:
+        file = f'; filename="{filename}"' if filename is not None else ""
+        body += f'--b\r\nContent-Disposition: form-data; name="{name}"{file}\r\n\r\n'.encode() + data + b"\r\n"
+    return body + b"--b--\r\n"
+
+
+def test_an_upload_is_read_whole_across_chunks_and_refused_as_soon_as_it_outgrows_the_limit():
+    data = bytes(range(256)) * 40
+    body = _multipart(("note", None, b"hi"), ("image", "../x.png", data))
+    (read, filename), _ = _read_upload([body[i : i + 7] for i in range(0, len(body), 7)])
+    assert (read, filename) == (data, "../x.png")
+
+    big = _multipart(("image", "big.png", b"\0" * (3 * 2**20)))  # no Content-Length: only the stream tells
+    chunks = [big[i : i + 2**16] for i in range(0, len(big), 2**16)]
+    error, read_chunks = _read_upload(chunks, max_mb=1)
+    assert error.status == 413 and "'big.png' is over the 1 MB limit" in str(error)
+    assert read_chunks < len(chunks) / 2  # refused on the way, not after reading it all
+
+
+def test_malformed_and_oversized_multipart_bodies_are_400s_that_say_why():
+    png = b"\x89PNG"
+    cases = {
+        "two files": ([_multipart(("image", "a", png), ("image", "b", png))], "holds 2 values; send one file"),
+        "a text field": ([_multipart(("image", None, b"http://127.0.0.1:9/x.png"))], "'image' is not a file"),
+        "missing": ([_multipart(("picture", "a.png", png))], "'image' is missing (fields present: 'picture')"),
+        "cut short": ([_multipart(("image", "a.png", png * 100))[:200]], "ends inside the part 'image'"),
+        "too many parts": ([_multipart(*[(f"f{i}", None, b"x") for i in range(21)])], "more than 20 parts"),
+        "a header too long": (
+            [b"--b\r\nX-Long: " + b"a" * 9000 + b"\r\n\r\nx\r\n--b--\r\n"],
+            "malformed multipart body",
+        ),
+        "no name": ([b'--b\r\nContent-Disposition: form-data; filename="a"\r\n\r\nx\r\n--b--\r\n'], "gives no name"),
+    }
+    for name, (chunks, message) in cases.items():
+        error, _ = _read_upload(chunks)
+        assert error.status == 400 and message in str(error), (name, error)
+    error, _ = _read_upload([b""], content_type="multipart/form-data")
+    assert error.status == 400 and "names no boundary" in str(error)

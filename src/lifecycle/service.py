@@ -12,8 +12,8 @@ Every `serving.reload_seconds` the service looks for a new production model in t
 rollback) and swaps it in: requests already holding the old model finish on it, later ones get the new one,
 decoded by its own stored config; answers and the request log name the model that answered.
 
-The routes are a Starlette app rather than `@bentoml.api` methods so that every bad input gets a 4xx JSON answer
-of our making (BentoML's own multipart parsing would also fetch URLs given in place of files). BentoML adds
+The routes are a plain ASGI app (`TaskRoutes`) rather than `@bentoml.api` methods so that every bad input gets a
+4xx JSON answer of our making (BentoML's own multipart parsing would also fetch URLs given in place of files). BentoML adds
 /healthz, /livez, /readyz and Prometheus /metrics; `LifecycleService` adds the routes to BentoML's OpenAPI
 document (/docs.json, the page at /) and to the schema its clients read (/schema.json), so that
 `bentoml.SyncHTTPClient(url).classify(image=Path("digit.png"))` works. params.yaml is read from the working directory, or from
@@ -33,7 +33,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -41,11 +41,11 @@ from pathlib import Path
 from typing import Any
 
 import bentoml
+import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from lifecycle import capture, registry
@@ -113,8 +113,7 @@ def build_service(params_path: Path) -> Any:
     stored = served_models(params)
     use_answered_timeout()
     models = {f"{name}_model": bentoml.models.BentoModel(s.tag) for name, s in stored.items()}
-    routes = [Route(f"/{get_task(name).endpoint}", _route(name), methods=["POST"]) for name in stored]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    app = TaskRoutes(stored)
 
     def __init__(self: Any) -> None:
         self.serving = params.serving
@@ -226,15 +225,35 @@ async def swap_if_changed(endpoint: Endpoint) -> None:
     freeze_startup_objects()
 
 
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
-    """Starlette's own refusals (405 for GET) as JSON errors like every other."""
-    assert isinstance(exc, HTTPException)
-    message = f"{request.method} is not allowed here; send POST" if exc.status_code == 405 else exc.detail
-    return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+class TaskRoutes(Starlette):
+    """The task endpoints, which BentoML mounts at /: `POST /<endpoint>` is answered by its task and another method
+    there is a JSON 405. A Starlette app, because BentoML's mount hands a Starlette app only the paths its routes
+    match (any other app would get every path, / and /docs.json included); but called without Starlette's
+    middleware stack and second router, which cost about 4 % of the service's CPU per request under load: BentoML's
+    app in front already routes, times out and catches errors."""
+
+    def __init__(self, tasks: Iterable[str]) -> None:
+        self.handlers = {f"/{get_task(name).endpoint}": answer_for(name) for name in tasks}
+        super().__init__(routes=[Route(path, handler, methods=["POST"]) for path, handler in self.handlers.items()])
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":  # BentoML's app handles the lifespan; nothing else is served here
+            return
+        path, root = scope["path"], scope.get("root_path", "")
+        handler = self.handlers.get(path[len(root) :] if root and path.startswith(root) else path)
+        if handler is None:  # not sent here by BentoML's mount; answered all the same
+            response = json_response({"error": f"no endpoint at {path}"}, 404)
+        elif scope["method"] != "POST":
+            response = json_response(
+                {"error": f"{scope['method']} is not allowed here; send POST"}, 405, {"Allow": "POST"}
+            )
+        else:
+            response = await handler(Request(scope, receive))
+        await response(scope, receive, send)
 
 
-def _route(task_name: str) -> Any:
-    async def answer(request: Request) -> JSONResponse:
+def answer_for(task_name: str) -> Callable[[Request], Awaitable[Response]]:
+    async def answer(request: Request) -> Response:
         service = bentoml.get_current_service()
         return await respond(service, service.endpoints[task_name], request)
 
@@ -242,7 +261,12 @@ def _route(task_name: str) -> Any:
     return answer
 
 
-async def respond(service: Any, endpoint: Endpoint, request: Request) -> JSONResponse:
+def json_response(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A JSON answer encoded by orjson (a float that is not a number becomes null rather than failing the answer)."""
+    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+async def respond(service: Any, endpoint: Endpoint, request: Request) -> Response:
     started = time.perf_counter()
     request_id = request_id_of(request, service.request_ids)
     headers = {"X-Request-ID": request_id}
@@ -256,25 +280,21 @@ async def respond(service: Any, endpoint: Endpoint, request: Request) -> JSONRes
         answered = served.task.outputs.answer(answer.prediction, dict(request.query_params))
         body = {**answered, "model": served.tag}
     except InvalidInput as e:
-        return JSONResponse({"error": str(e)}, status_code=e.status, headers=headers)
+        return json_response({"error": str(e)}, e.status, headers)
     except Overloaded as e:
-        return JSONResponse(
-            {"error": f"overloaded, try again: {e}"},
-            status_code=503,
-            headers={**headers, "Retry-After": str(e.retry_after)},
+        return json_response(
+            {"error": f"overloaded, try again: {e}"}, 503, {**headers, "Retry-After": str(e.retry_after)}
         )
     except Exception:
         logger.exception("request %s to /%s failed", request_id, served.task.spec.endpoint)
-        return JSONResponse(
-            {"error": f"internal error (request {request_id}); see the server log"}, status_code=500, headers=headers
-        )
+        return json_response({"error": f"internal error (request {request_id}); see the server log"}, 500, headers)
     latency_ms = (time.perf_counter() - started) * 1000
     log_request(endpoint.log, served, request_id, replace(answer, prediction=answered), batch, latency_ms)
     keep = service.monitoring
     if keep.capture_inputs and service.sampler.random() < keep.capture_rate:
         directory = keep.capture_dir / served.task.name
         await run_in_threadpool(capture_input, directory, request_id, filename, data, keep.capture_max_mb)
-    return JSONResponse(body, headers=headers)
+    return json_response(body, headers=headers)
 
 
 def decode_and_prepare(task: Task, data: bytes) -> tuple[Any, Any]:

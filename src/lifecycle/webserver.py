@@ -8,16 +8,21 @@ import gc
 import itertools
 import re
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from starlette.datastructures import UploadFile
-from starlette.requests import Request
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
 from lifecycle.operations import ServingConfig
 from lifecycle.samples import InvalidInput
 
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
+
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the file, allowed on top of max_upload_mb
+MAX_PARTS = 20  # parts of one multipart body: the file, and a few fields a client may add
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
@@ -77,7 +82,9 @@ def use_answered_timeout() -> None:
 
 
 async def read_upload(request: Request, field: str, limits: ServingConfig) -> tuple[bytes, str]:
-    """The bytes and file name of the multipart file field `field`, or InvalidInput saying what is wrong."""
+    """The bytes and file name of the multipart file field `field`, or InvalidInput saying what is wrong. The body
+    is streamed through python-multipart's parser keeping only that file's bytes, and refused (413) as soon as
+    it outgrows the limit, with or without a Content-Length."""
     max_bytes = int(limits.max_upload_mb * 2**20)
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
@@ -89,24 +96,101 @@ async def read_upload(request: Request, field: str, limits: ServingConfig) -> tu
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes + MULTIPART_OVERHEAD:
         raise InvalidInput(f"request body is {int(declared)} bytes; the limit is {limits.max_upload_mb:g} MB", 413)
+    boundary = parse_options_header(content_type)[1].get(b"boundary")
+    if not boundary:
+        raise InvalidInput("malformed multipart body: its Content-Type names no boundary")
+    form = FileField(field, max_bytes, limits.max_upload_mb)
+    parser = MultipartParser(boundary, form.callbacks())
+    received = 0
     try:
-        form = await request.form(max_files=4, max_fields=16)
-    except Exception as e:  # python-multipart raises several types for malformed bodies
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > max_bytes + MULTIPART_OVERHEAD:
+                raise InvalidInput(f"request body is over the {limits.max_upload_mb:g} MB limit", 413)
+            parser.write(chunk)
+        parser.finalize()
+    except FormParserError as e:
         raise InvalidInput(f"malformed multipart body: {e}") from None
-    try:
-        if len(form.getlist(field)) > 1:
-            raise InvalidInput(f"multipart field '{field}' holds {len(form.getlist(field))} values; send one file")
-        upload = form.get(field)
-        if not isinstance(upload, UploadFile):
-            present = ", ".join(repr(k) for k in form.keys()) or "none"
-            problem = "is not a file" if upload is not None else "is missing"
-            raise InvalidInput(f"multipart field '{field}' {problem} (fields present: {present})")
-        data = await upload.read(max_bytes + 1)
-        if len(data) > max_bytes:
-            raise InvalidInput(f"file '{upload.filename}' is over the {limits.max_upload_mb:g} MB limit", 413)
-        return data, upload.filename or ""
-    finally:
-        await form.close()
+    except ClientDisconnect:
+        raise InvalidInput("the client disconnected before the body ended") from None
+    return form.upload()
+
+
+class FileField:
+    """python-multipart's callbacks for one multipart body, keeping the bytes of the file field `field` (at most
+    `max_bytes`) and only the names of the other parts (at most MAX_PARTS parts in all)."""
+
+    def __init__(self, field: str, max_bytes: int, max_mb: float) -> None:
+        self.field, self.max_bytes, self.max_mb = field, max_bytes, max_mb
+        self.names: list[str] = []  # every finished part's name, in order
+        self.values = 0  # finished parts named `field`
+        self.data: bytearray | None = None  # the first file part named `field`
+        self.filename = ""
+        self._header = [b"", b""]  # the header being read: name, value
+        self._disposition = b""
+        self._name: str | None = None  # of the part being read
+        self._keep = False  # whether its bytes are the upload
+
+    def callbacks(self) -> MultipartCallbacks:
+        return {
+            "on_part_begin": self._begin,
+            "on_header_field": lambda data, start, end: self._add_header(0, data[start:end]),
+            "on_header_value": lambda data, start, end: self._add_header(1, data[start:end]),
+            "on_header_end": self._end_header,
+            "on_headers_finished": self._start_data,
+            "on_part_data": self._add_data,
+            "on_part_end": self._end_part,
+        }
+
+    def upload(self) -> tuple[bytes, str]:
+        if self._name is not None:
+            inside = f"the part '{self._name}'" if self._name else "a part's headers"
+            raise InvalidInput(f"malformed multipart body: it ends inside {inside}")
+        if self.values > 1:
+            raise InvalidInput(f"multipart field '{self.field}' holds {self.values} values; send one file")
+        if self.data is None:
+            present = ", ".join(repr(name) for name in dict.fromkeys(self.names)) or "none"
+            problem = "is not a file" if self.values else "is missing"
+            raise InvalidInput(f"multipart field '{self.field}' {problem} (fields present: {present})")
+        return bytes(self.data), self.filename
+
+    def _begin(self) -> None:
+        if len(self.names) >= MAX_PARTS:
+            raise InvalidInput(f"multipart body holds more than {MAX_PARTS} parts; send the file in '{self.field}'")
+        self._disposition, self._name, self._keep = b"", "", False
+
+    def _add_header(self, which: int, data: bytes) -> None:
+        self._header[which] += data  # python-multipart bounds a header's size
+
+    def _end_header(self) -> None:
+        name, value = self._header
+        if name.lower() == b"content-disposition":
+            self._disposition = value
+        self._header = [b"", b""]
+
+    def _start_data(self) -> None:
+        options = parse_options_header(self._disposition)[1]
+        if b"name" not in options:
+            raise InvalidInput("malformed multipart body: a part's Content-Disposition gives no name")
+        self._name = options[b"name"].decode("utf-8", "replace")
+        filename = options.get(b"filename")
+        self._keep = self._name == self.field and filename is not None and self.data is None
+        if self._keep:
+            self.data, self.filename = bytearray(), (filename or b"").decode("utf-8", "replace")
+
+    def _add_data(self, data: bytes, start: int, end: int) -> None:
+        if not self._keep:
+            return
+        assert self.data is not None
+        if len(self.data) + end - start > self.max_bytes:
+            raise InvalidInput(f"file '{self.filename}' is over the {self.max_mb:g} MB limit", 413)
+        self.data += data[start:end]
+
+    def _end_part(self) -> None:
+        assert self._name is not None
+        self.names.append(self._name)
+        self.values += self._name == self.field
+        self._name, self._keep = None, False
 
 
 class RequestIds:
