@@ -711,7 +711,8 @@ def test_malformed_and_oversized_multipart_bodies_are_400s_that_say_why():
         "a text field": ([_multipart(("image", None, b"http://127.0.0.1:9/x.png"))], "'image' is not a file"),
         "missing": ([_multipart(("picture", "a.png", png))], "'image' is missing (fields present: 'picture')"),
         "cut short": ([_multipart(("image", "a.png", png * 100))[:200]], "ends inside the part 'image'"),
-        "too many parts": ([_multipart(*[(f"f{i}", None, b"x") for i in range(21)])], "more than 20 parts"),
+        "too many fields": ([_multipart(*[(f"f{i}", None, b"x") for i in range(17)])], "more than 16 fields"),
+        "too many files": ([_multipart(*[(f"f{i}", "a", png) for i in range(5)])], "more than 4 files"),
         "a header too long": (
             [b"--b\r\nX-Long: " + b"a" * 9000 + b"\r\n\r\nx\r\n--b--\r\n"],
             "malformed multipart body",

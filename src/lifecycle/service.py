@@ -12,7 +12,7 @@ Every `serving.reload_seconds` the service looks for a new production model in t
 rollback) and swaps it in: requests already holding the old model finish on it, later ones get the new one,
 decoded by its own stored config; answers and the request log name the model that answered.
 
-The routes are a plain ASGI app (`TaskRoutes`) rather than `@bentoml.api` methods so that every bad input gets a
+The routes are our own app (`TaskRoutes`) rather than `@bentoml.api` methods so that every bad input gets a
 4xx JSON answer of our making (BentoML's own multipart parsing would also fetch URLs given in place of files). BentoML adds
 /healthz, /livez, /readyz and Prometheus /metrics; `LifecycleService` adds the routes to BentoML's OpenAPI
 document (/docs.json, the page at /) and to the schema its clients read (/schema.json), so that
@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 import bentoml
-import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -56,7 +55,14 @@ from lifecycle.requestlog import RequestLog
 from lifecycle.samples import InvalidInput
 from lifecycle.serving import Answer, MicroBatcher, Overloaded, Predictor
 from lifecycle.tasks import Task, build_task, get_task
-from lifecycle.webserver import RequestIds, freeze_startup_objects, read_upload, request_id_of, use_answered_timeout
+from lifecycle.webserver import (
+    RequestIds,
+    freeze_startup_objects,
+    json_response,
+    read_upload,
+    request_id_of,
+    use_answered_timeout,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -259,11 +265,6 @@ def answer_for(task_name: str) -> Callable[[Request], Awaitable[Response]]:
 
     answer.__name__ = f"answer_{task_name}"
     return answer
-
-
-def json_response(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    """A JSON answer encoded by orjson (a float that is not a number becomes null rather than failing the answer)."""
-    return Response(orjson.dumps(body), status, headers, media_type="application/json")
 
 
 async def respond(service: Any, endpoint: Endpoint, request: Request) -> Response:

@@ -10,10 +10,11 @@ import re
 import uuid
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 
 from lifecycle.operations import ServingConfig
 from lifecycle.samples import InvalidInput
@@ -22,8 +23,13 @@ if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
 
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the file, allowed on top of max_upload_mb
-MAX_PARTS = 20  # parts of one multipart body: the file, and a few fields a client may add
+PART_LIMITS = {"files": 4, "fields": 16}  # parts of one multipart body: the upload, and a few a client may add
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def json_response(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A JSON answer encoded by orjson (a float that is not a number becomes null rather than failing the answer)."""
+    return Response(orjson.dumps(body), status, headers, media_type="application/json")
 
 
 def freeze_startup_objects() -> None:
@@ -69,7 +75,7 @@ class AnsweredTimeout:
             if begun:  # the timeout fell between the answer's first message and its sending: nothing more to say
                 return
             message = f"Not able to process the request in {self.timeout} seconds"
-            await JSONResponse({"error": message}, status_code=504)(scope, receive, send)
+            await json_response({"error": message}, 504)(scope, receive, send)
 
 
 def use_answered_timeout() -> None:
@@ -118,15 +124,16 @@ async def read_upload(request: Request, field: str, limits: ServingConfig) -> tu
 
 class FileField:
     """python-multipart's callbacks for one multipart body, keeping the bytes of the file field `field` (at most
-    `max_bytes`) and only the names of the other parts (at most MAX_PARTS parts in all)."""
+    `max_bytes`) and only the names of the other parts (at most PART_LIMITS of each kind)."""
 
     def __init__(self, field: str, max_bytes: int, max_mb: float) -> None:
         self.field, self.max_bytes, self.max_mb = field, max_bytes, max_mb
         self.names: list[str] = []  # every finished part's name, in order
         self.values = 0  # finished parts named `field`
+        self.parts = dict.fromkeys(PART_LIMITS, 0)  # parts begun, of each kind
         self.data: bytearray | None = None  # the first file part named `field`
         self.filename = ""
-        self._header = [b"", b""]  # the header being read: name, value
+        self._header_name, self._header_value = b"", b""  # of the header being read
         self._disposition = b""
         self._name: str | None = None  # of the part being read
         self._keep = False  # whether its bytes are the upload
@@ -134,8 +141,8 @@ class FileField:
     def callbacks(self) -> MultipartCallbacks:
         return {
             "on_part_begin": self._begin,
-            "on_header_field": lambda data, start, end: self._add_header(0, data[start:end]),
-            "on_header_value": lambda data, start, end: self._add_header(1, data[start:end]),
+            "on_header_field": self._add_header_name,
+            "on_header_value": self._add_header_value,
             "on_header_end": self._end_header,
             "on_headers_finished": self._start_data,
             "on_part_data": self._add_data,
@@ -155,18 +162,18 @@ class FileField:
         return bytes(self.data), self.filename
 
     def _begin(self) -> None:
-        if len(self.names) >= MAX_PARTS:
-            raise InvalidInput(f"multipart body holds more than {MAX_PARTS} parts; send the file in '{self.field}'")
         self._disposition, self._name, self._keep = b"", "", False
 
-    def _add_header(self, which: int, data: bytes) -> None:
-        self._header[which] += data  # python-multipart bounds a header's size
+    def _add_header_name(self, data: bytes, start: int, end: int) -> None:
+        self._header_name += data[start:end]  # python-multipart bounds a header's size
+
+    def _add_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._header_value += data[start:end]
 
     def _end_header(self) -> None:
-        name, value = self._header
-        if name.lower() == b"content-disposition":
-            self._disposition = value
-        self._header = [b"", b""]
+        if self._header_name.lower() == b"content-disposition":
+            self._disposition = self._header_value
+        self._header_name, self._header_value = b"", b""
 
     def _start_data(self) -> None:
         options = parse_options_header(self._disposition)[1]
@@ -174,6 +181,12 @@ class FileField:
             raise InvalidInput("malformed multipart body: a part's Content-Disposition gives no name")
         self._name = options[b"name"].decode("utf-8", "replace")
         filename = options.get(b"filename")
+        kind = "files" if filename is not None else "fields"
+        self.parts[kind] += 1
+        if self.parts[kind] > PART_LIMITS[kind]:
+            raise InvalidInput(
+                f"multipart body holds more than {PART_LIMITS[kind]} {kind}; send the file in '{self.field}'"
+            )
         self._keep = self._name == self.field and filename is not None and self.data is None
         if self._keep:
             self.data, self.filename = bytearray(), (filename or b"").decode("utf-8", "replace")
